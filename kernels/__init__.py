@@ -1,0 +1,1 @@
+"""Fused Triton kernels for DAR aggregation (paper App. E). Reference: dar.routing.aggregate."""

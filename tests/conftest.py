@@ -1,0 +1,40 @@
+"""Shared tiny fixtures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dar.models import build_model
+
+TINY = dict(depth=2, hidden_size=32, num_heads=4, input_size=8, in_channels=4, num_classes=10)
+
+
+def tiny_model(routing: str = "residual", **overrides):
+    """A 2-block SiT on 8x8x4 inputs (16 tokens at patch 2)."""
+    cfg = {**TINY, **overrides}
+    torch.manual_seed(0)
+    return build_model("SiT-S/2", routing, **cfg)
+
+
+def randomize(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> None:
+    """Overwrite every trainable parameter with N(0, std^2) so no zero-init hides a bug."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+
+
+def tiny_batch(model, batch: int = 3, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, model.in_channels, model.input_size, model.input_size, generator=g)
+    t = torch.rand(batch, generator=g)
+    y = torch.randint(0, model.num_classes, (batch,), generator=g)
+    return x, t, y
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
