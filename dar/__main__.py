@@ -7,6 +7,11 @@ import sys
 
 COMMANDS = {
     "params": ("dar.params", "parameter counts of every registered model and routing"),
+    "fetch-assets": ("dar.assets", "download every pretrained asset into one folder (run where the network is)"),
+    "digits-features": ("dar.metrics.digits_net", "train the digits feature network used for digits-scale metrics"),
+    "reference-stats": ("dar.metrics.reference", "compute and cache reference statistics for FID/sFID/PR"),
+    "evaluate": ("dar.metrics.evaluate", "FID, sFID, IS, precision, recall of a sample file (ADM protocol)"),
+    "kernel-bench": ("kernels.bench", "Fig. 6 benchmark of the fused DAR aggregation kernel"),
 }
 
 
