@@ -7,6 +7,9 @@ import sys
 
 COMMANDS = {
     "params": ("dar.params", "parameter counts of every registered model and routing"),
+    "cache-latents": ("dar.data.cache", "encode a dataset into the sharded latent cache (resumable)"),
+    "train": ("dar.train.job", "train a model/routing (resumable; DDP under torchrun or dar.launch)"),
+    "train-bench": ("dar.train.bench", "training throughput and peak memory on synthetic latents"),
     "fetch-assets": ("dar.assets", "download every pretrained asset into one folder (run where the network is)"),
     "digits-features": ("dar.metrics.digits_net", "train the digits feature network used for digits-scale metrics"),
     "reference-stats": ("dar.metrics.reference", "compute and cache reference statistics for FID/sFID/PR"),

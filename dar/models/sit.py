@@ -84,9 +84,11 @@ class LabelEmbedder(nn.Module):
         self.num_classes = num_classes
         self.dropout_prob = dropout_prob
 
-    def forward(self, labels: Tensor, train: bool) -> Tensor:
-        if train and self.dropout_prob > 0:
+    def forward(self, labels: Tensor, train: bool, drop: Tensor | None = None) -> Tensor:
+        """drop: optional bool [B] forcing which labels become the null class (replaces the random draw)."""
+        if drop is None and train and self.dropout_prob > 0:
             drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        if drop is not None:
             labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         return self.embedding_table(labels)
 
@@ -258,11 +260,13 @@ class SiT(nn.Module):
         if y.shape != (x.shape[0],):
             raise ValueError(f"SiT expects y of shape [{x.shape[0]}] (one label per sample), got {tuple(y.shape)}")
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor, drop_labels: Tensor | None = None) -> Tensor:
+        """drop_labels: optional bool [B]; True maps that label to the null class (training's class
+        dropout with the randomness chosen by the caller). Without it, training mode drops at random."""
         self.check_inputs(x, t, y)
         h = self.x_embedder(x) + self.pos_embed  # [B, T, D], v_0
         t_emb = self.t_embedder(t)  # [B, D], e(t)
-        c = t_emb + self.y_embedder(y, self.training)  # [B, D]
+        c = t_emb + self.y_embedder(y, self.training, drop_labels)  # [B, D]
         stream = self.routing.start(h, t_emb)
         for k, block in enumerate(self.blocks):
             block(stream, c, k)
@@ -314,7 +318,7 @@ SIZES: dict[str, SiTSize] = {
     "L": SiTSize(24, 1024, 16, "SiT-L"),
     "XL": SiTSize(28, 1152, 16, "SiT-XL"),
     "Plus": SiTSize(28, 1216, 16, "SiT-Plus: SiT-XL widened to 752M, Table 1"),
-    "T": SiTSize(8, 128, 4, "tiny, for the digits-scale reproduction on CPU"),
+    "T": SiTSize(8, 64, 4, "tiny (0.6M at 8x8x1), for the digits-scale reproduction on 2 CPU cores"),
 }
 PATCH_SIZES = (2, 4, 8)
 

@@ -1,0 +1,195 @@
+"""Latent caching job: encode a dataset once, in shards, resumably.
+
+    python -m dar cache-latents --dataset digits --out results/latents/digits
+    python -m dar cache-latents --dataset imagefolder --root /data/imagenet/train \\
+        --encoder sd-vae --vae-path $DAR_ASSETS/sd-vae-ft-ema --out results/latents/imagenet256
+
+Layout of the output folder:
+
+    shard_00000/moments.npy   [n, 2, 2, C, h, w]: (image, its horizontal flip) x (mean, std)
+    shard_00000/labels.npy    [n] int64
+    shard_00000/indices.npy   [n] int64, positions in the dataset
+    index.json                dataset, encoder, preprocessing, shapes, shard list
+
+Storing both the image's and its flip's posterior keeps flip augmentation
+exact. Each shard is written to a temporary folder and renamed, so a shard
+folder that exists is complete: a rerun skips it. With several processes
+(torch.distributed / submitit ranks, RANK and WORLD_SIZE in the environment)
+shard s is written by rank s % WORLD_SIZE only, so ranks never write the same
+file (the multi-GPU caching of a reference implementation overwrote files). The
+index is written last, by whichever rank finds every shard complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dar.config import ConfigError, add_arguments, opt, resolve, to_dict
+from dar.data.encoders import IdentityEncoder, SDVAEEncoder
+from dar.io import write_json
+from dar.provenance import git_commit
+
+INDEX = "index.json"
+FORMAT = 1
+
+
+@dataclass
+class CacheConfig:
+    dataset: str = opt("digits", "dataset: 'digits' (embedded, train split) or 'imagefolder' (ImageNet-style tree)")
+    root: str | None = opt(None, "ImageFolder root (dataset=imagefolder)")
+    image_size: int = opt(256, "ADM centre-crop size (dataset=imagefolder)")
+    encoder: str = opt("identity", "latent encoder: 'identity' (digits) or 'sd-vae'")
+    vae_path: str | None = opt(None, "local diffusers folder of the SD VAE (encoder=sd-vae)")
+    out: str = opt("results/latents/digits", "output folder")
+    shard_size: int = opt(4096, "images per shard")
+    batch_size: int = opt(64, "images per encoder call")
+    workers: int = opt(4, "data-loading worker processes (dataset=imagefolder)")
+    device: str = opt("auto", "'auto' (cuda:LOCAL_RANK if available), 'cpu' or 'cuda'")
+
+
+class _DigitsSource(torch.utils.data.Dataset):
+    def __init__(self) -> None:
+        from dar.data.digits import load_split
+
+        self.images, self.labels = load_split("train")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i])
+
+
+def _source(cfg: CacheConfig):
+    if cfg.dataset == "digits":
+        from dar.data import digits
+
+        return _DigitsSource(), {"name": "digits", "split": "train", "preprocessing": "pixels/8 - 1"}, digits.NUM_CLASSES
+    if cfg.dataset == "imagefolder":
+        from dar.data.imagefolder import ImageFolderDataset
+
+        if not cfg.root:
+            raise ConfigError("dataset=imagefolder needs --root pointing at the ImageFolder train tree")
+        ds = ImageFolderDataset(cfg.root, cfg.image_size)
+        desc = {
+            "name": "imagefolder",
+            "root": str(Path(cfg.root).resolve()),
+            "preprocessing": f"adm_center_crop({cfg.image_size})",
+        }
+        return ds, desc, len(ds.classes)
+    raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose 'digits' or 'imagefolder'")
+
+
+def _encoder(cfg: CacheConfig, device: torch.device):
+    if cfg.encoder == "identity":
+        return IdentityEncoder(channels=1 if cfg.dataset == "digits" else 3)
+    if cfg.encoder == "sd-vae":
+        if not cfg.vae_path:
+            raise ConfigError("encoder=sd-vae needs --vae-path (a local diffusers folder; see python -m dar fetch-assets)")
+        return SDVAEEncoder(cfg.vae_path, device)
+    raise ConfigError(f"unknown encoder {cfg.encoder!r}; choose 'identity' or 'sd-vae'")
+
+
+def shard_name(s: int) -> str:
+    return f"shard_{s:05d}"
+
+
+def _write_shard(out: Path, s: int, moments: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> None:
+    final = out / shard_name(s)
+    tmp = out / f".{shard_name(s)}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "moments.npy", moments)
+    np.save(tmp / "labels.npy", labels)
+    np.save(tmp / "indices.npy", indices)
+    os.replace(tmp, final)  # atomic: a shard folder that exists is complete
+
+
+def run(cfg: CacheConfig) -> Path:
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if cfg.device == "auto":
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    ds, desc, num_classes = _source(cfg)
+    enc = _encoder(cfg, device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(ds)
+    num_shards = (n + cfg.shard_size - 1) // cfg.shard_size
+    mine = [s for s in range(num_shards) if s % world == rank and not (out / shard_name(s)).is_dir()]
+    from tqdm import tqdm
+
+    dtype = np.float32 if enc.name == "identity" else np.float16
+    bar = tqdm(
+        total=sum(min(cfg.shard_size, n - s * cfg.shard_size) for s in mine),
+        desc=f"cache rank {rank}",
+        unit="img",
+        disable=not sys.stderr.isatty(),
+    )
+    for s in mine:
+        idx = np.arange(s * cfg.shard_size, min((s + 1) * cfg.shard_size, n))
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(ds, idx.tolist()),
+            batch_size=cfg.batch_size,
+            num_workers=cfg.workers if cfg.dataset == "imagefolder" else 0,
+        )
+        moments, labels = [], []
+        for x, y in loader:
+            x = x.to(device)
+            m, sd = enc.moments(x)
+            mf, sf = enc.moments(x.flip(-1))  # horizontal flip of the preprocessed crop
+            moments.append(torch.stack([torch.stack([m, sd], 1), torch.stack([mf, sf], 1)], 1).cpu().numpy().astype(dtype))
+            labels.append(y.numpy().astype(np.int64))
+            bar.update(len(y))
+        _write_shard(out, s, np.concatenate(moments), np.concatenate(labels), idx.astype(np.int64))
+    bar.close()
+    if all((out / shard_name(s)).is_dir() for s in range(num_shards)):
+        shape = list(np.load(out / shard_name(0) / "moments.npy", mmap_mode="r").shape[3:])
+        write_json(
+            out / INDEX,
+            {
+                "format": FORMAT,
+                "dataset": desc,
+                "num_images": n,
+                "num_classes": num_classes,
+                "encoder": enc.describe(),
+                "latent_shape": shape,
+                "dtype": np.dtype(dtype).name,
+                "shard_size": cfg.shard_size,
+                "shards": [shard_name(s) for s in range(num_shards)],
+                "git_commit": git_commit(),
+            },
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m dar cache-latents", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", help="JSON file of CacheConfig keys (flags override it)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    add_arguments(p, CacheConfig)
+    args = p.parse_args(argv)
+    try:
+        cfg = resolve(CacheConfig, args)
+        if args.dry_run:
+            print(json.dumps(to_dict(cfg), indent=2))
+            return 0
+        out = run(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    done = (out / INDEX).is_file()
+    print(f"latent cache {'complete' if done else 'partial (other ranks still writing)'}: {out}")
+    return 0

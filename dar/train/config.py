@@ -1,0 +1,97 @@
+"""Training configuration: one typed dataclass, named presets, validation.
+
+Presets map to the paper's setups; any key can be overridden by a config file
+or a flag. The resolved config is saved as `config.json` in the run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dar.config import ConfigError, opt
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train
+    data: str = opt("results/latents/digits", "latent cache folder (python -m dar cache-latents)")
+    out: str = opt("results/runs/debug", "run folder: checkpoints, metrics.jsonl, config.json")
+    model: str = opt("SiT-T/2", "registered model name (python -m dar params lists them)")
+    routing: str = opt("residual", "routing: residual | skip | dar-<static|explicit|dynamic>-c<S>[-repa]")
+    routing_backend: str = opt("auto", "DAR aggregation backend: torch | triton | auto (triton on CUDA)")
+    learn_sigma: bool = opt(True, "predict 2C channels like the reference SiT (the extra C are unused)")
+    class_dropout: float = opt(0.1, "probability of dropping the label to the null class (CFG)")
+    # --- how long, what to keep
+    iterations: int = opt(2000, "optimizer steps in total (the run length; resuming = rerunning)")
+    milestones: list[int] = opt([], "steps whose checkpoints are kept for sampling/diagnostics (the run's table cells)")
+    ckpt_every: int = opt(500, "steps between resume checkpoints (checkpoints/latest.pt)")
+    log_every: int = opt(50, "steps between metric lines in metrics.jsonl")
+    # --- optimisation (SiT recipe; the paper: global batch 1024, lr 1e-4, bf16)
+    global_batch: int = opt(128, "global batch per optimizer step, independent of the number of processes")
+    micro_batch: int | None = opt(None, "max samples per process per forward (gradient accumulation above it)")
+    lr: float = opt(1e-4, "AdamW learning rate (constant, no warm-up)")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    adam_betas: list[float] = opt([0.9, 0.999], "AdamW betas")
+    grad_clip: float | None = opt(None, "max global grad norm (None: no clipping, as SiT)")
+    ema_decay: float = opt(0.9999, "EMA decay (EMA weights kept in fp32)")
+    precision: str = opt("bf16", "bf16 (autocast on CUDA) or fp32; CPU always runs fp32")
+    seed: int = opt(0, "seed of initialisation, data order, noise and times")
+    device: str = opt("auto", "auto | cpu | cuda")
+    compile: bool = opt(False, "torch.compile the model")
+    deterministic: bool = opt(False, "torch.use_deterministic_algorithms (exact resume tests)")
+
+    def validate(self) -> None:
+        from dar.models import MODELS
+        from dar.routing import parse_routing
+
+        if self.model not in MODELS:
+            raise ConfigError(f"model: unknown {self.model!r}; registered: {', '.join(MODELS)}")
+        try:
+            parse_routing(self.routing)
+        except ValueError as e:
+            raise ConfigError(f"routing: {e}") from None
+        if self.routing_backend not in ("torch", "triton", "auto"):
+            raise ConfigError(f"routing_backend: {self.routing_backend!r} is not one of torch, triton, auto")
+        if self.iterations < 1:
+            raise ConfigError("iterations must be >= 1")
+        bad = [m for m in self.milestones if not 1 <= m <= self.iterations]
+        if bad:
+            raise ConfigError(f"milestones {bad} lie outside 1..iterations={self.iterations}")
+        if self.global_batch < 1 or (self.micro_batch is not None and self.micro_batch < 1):
+            raise ConfigError("global_batch and micro_batch must be >= 1")
+        if self.precision not in ("bf16", "fp32"):
+            raise ConfigError(f"precision: {self.precision!r} is not bf16 or fp32")
+        if len(self.adam_betas) != 2:
+            raise ConfigError("adam_betas needs two values, e.g. 0.9,0.999")
+        if not 0 <= self.class_dropout < 1:
+            raise ConfigError("class_dropout must be in [0, 1)")
+        if self.ckpt_every < 1 or self.log_every < 1:
+            raise ConfigError("ckpt_every and log_every must be >= 1")
+
+
+PRESETS: dict[str, dict] = {
+    # The paper's recipe (Sec. 5.1, App. C.1): SiT-XL/2 on ImageNet-256 latents.
+    "imagenet256": dict(
+        data="results/latents/imagenet256",
+        model="SiT-XL/2",
+        global_batch=1024,
+        micro_batch=128,
+        lr=1e-4,
+        precision="bf16",
+        iterations=600_000,
+        ckpt_every=5000,
+        log_every=100,
+    ),
+    # The CPU-scale reproduction on the embedded digits (pixel space, 1 channel).
+    "digits": dict(
+        data="results/latents/digits",
+        model="SiT-T/2",
+        global_batch=128,
+        lr=1e-3,
+        ema_decay=0.999,
+        precision="fp32",
+        iterations=2000,
+        ckpt_every=250,
+        log_every=50,
+    ),
+}

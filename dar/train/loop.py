@@ -1,0 +1,283 @@
+"""The flow-matching training loop: any registered model and routing, 1..N processes.
+
+Reproducibility by construction: the randomness of global step s (which
+samples, flips, class drops, times and noise) is drawn from a generator
+seeded with (seed, s) for the whole global batch, and each process takes its
+slice. The same config therefore gives the same optimisation on 1 or 32
+processes (up to float reduction order), and resuming from the checkpoint of
+step s continues exactly as if never stopped.
+
+Loss per step: (1/G) sum_i |v(x_t_i, t_i, y_i) - (x1_i - x0_i)|^2 over the
+global batch G, accumulated over micro-batches; DDP averages over processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from dar import distributed
+from dar.config import ConfigError, to_dict
+from dar.data.latents import LatentCache
+from dar.io import atomic_path, write_json
+from dar.models import build_model
+from dar.provenance import environment
+from dar.routing import AlphaRecorder
+from dar.train import checkpoint as ckpt_io
+from dar.train.config import TrainConfig
+from dar.transport.path import interpolate
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+    return g
+
+
+class DataOrder:
+    """Epoch permutations of the dataset; global step s reads positions s*G .. s*G+G-1 of their concatenation."""
+
+    def __init__(self, n: int, global_batch: int, seed: int) -> None:
+        self.n, self.G, self.seed = n, global_batch, seed
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed((self.seed * 7_919 + epoch + 1) % (2**63 - 1))
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
+            self._perms[epoch] = torch.randperm(self.n, generator=g)
+        return self._perms[epoch]
+
+    def positions(self, step: int) -> torch.Tensor:
+        k = torch.arange(step * self.G, (step + 1) * self.G)
+        epochs, offsets = k // self.n, k % self.n
+        out = torch.empty(self.G, dtype=torch.long)
+        for e in epochs.unique().tolist():
+            sel = epochs == e
+            out[sel] = self._perm(e)[offsets[sel]]
+        return out
+
+    def position_of(self, step: int) -> dict[str, int]:
+        k = step * self.G
+        return {"epoch": k // self.n, "offset": k % self.n}
+
+
+def split_batch(cfg: TrainConfig, world: int) -> tuple[int, int]:
+    """(micro-batch size, accumulation steps) per process for the run's global batch."""
+    if cfg.global_batch % world:
+        raise ConfigError(f"global_batch={cfg.global_batch} is not divisible by the {world} processes")
+    local = cfg.global_batch // world
+    micro = min(cfg.micro_batch or local, local)
+    if local % micro:
+        raise ConfigError(f"per-process batch {local} is not divisible by micro_batch={micro}; pick a divisor")
+    return micro, local // micro
+
+
+def routing_stats(rec: AlphaRecorder) -> dict[str, float]:
+    """Normalised entropy and max weight of the batch-mean routing distributions, averaged over aggregators."""
+    ents, maxes = [], []
+    for sources, alpha in rec.weights.values():
+        p = alpha.mean(0)  # [N]
+        maxes.append(p.max().item())
+        if len(sources) > 1:
+            ents.append((-(p * p.clamp_min(1e-12).log()).sum() / math.log(len(sources))).item())
+    if not maxes:
+        return {}
+    return {"routing_entropy": sum(ents) / max(len(ents), 1), "routing_max_weight": sum(maxes) / len(maxes)}
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop metric lines logged after the checkpoint so the curve has no duplicates."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in keep))
+
+
+def _memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB on Linux
+    except ImportError:
+        return float("nan")
+
+
+def train(cfg: TrainConfig) -> Path:
+    cfg.validate()
+    info = distributed.init(cfg.device)
+    dev = info.device
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    run_dir = Path(cfg.out)
+    data = LatentCache(cfg.data)
+    micro, accum = split_batch(cfg, info.world_size)
+    C, H, W = data.latent_shape
+    arch = dict(
+        input_size=H,
+        in_channels=C,
+        num_classes=data.num_classes,
+        learn_sigma=cfg.learn_sigma,
+        class_dropout_prob=cfg.class_dropout,
+    )
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+    model = build_model(cfg.model, cfg.routing, **arch, **_backend_kwargs(cfg)).to(dev)
+    ema = copy.deepcopy(model).requires_grad_(False).float()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
+    order = DataOrder(len(data), cfg.global_batch, cfg.seed)
+
+    start = 0
+    resume = ckpt_io.newest(run_dir)
+    if resume is not None:
+        state = ckpt_io.load(resume, map_location=dev)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        start = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(
+            run_dir / "config.json",
+            {"config": to_dict(cfg), "arch": arch, "world_size": info.world_size, "environment": environment()},
+        )
+        _trim_metrics(run_dir / "metrics.jsonl", start)
+        where = f"resuming from {resume} (step {start})" if resume else "starting from scratch"
+        print(f"[train] {cfg.model} routing={cfg.routing} world={info.world_size} micro={micro}x{accum} {where}", flush=True)
+    if start >= cfg.iterations:
+        _finish(run_dir, cfg, start, info)
+        return run_dir
+
+    net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if info.world_size > 1 else model
+    if cfg.compile:
+        net = torch.compile(net)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (dev.type == "cuda" and cfg.precision == "bf16") else nullcontext()
+    lo, hi = info.rank * cfg.global_batch // info.world_size, (info.rank + 1) * cfg.global_batch // info.world_size
+    bar = None
+    if info.is_main and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="step")
+    milestones = set(cfg.milestones)
+    t_last, steps_since = time.perf_counter(), 0
+    for step in range(start, cfg.iterations):
+        # Randomness of this global step, identical on every process (see module docstring).
+        g = step_generator(cfg.seed, step, dev)
+        pos = order.positions(step)
+        flip = torch.randint(0, 2, (cfg.global_batch,), generator=g, device=dev)
+        drop = torch.rand(cfg.global_batch, generator=g, device=dev) < cfg.class_dropout
+        t = torch.rand(cfg.global_batch, generator=g, device=dev)
+        noise = torch.randn((cfg.global_batch, C, H, W), generator=g, device=dev)
+        eps = torch.randn((cfg.global_batch, C, H, W), generator=g, device=dev)
+        mine = slice(lo, hi)
+        x1 = data.latents(pos[mine], flip[mine].cpu(), eps[mine])
+        y = data.labels[pos[mine]].to(dev)
+        log_now = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.iterations
+        loss_sum = torch.zeros((), device=dev)
+        rec = AlphaRecorder()
+        for a in range(accum):
+            s = slice(a * micro, (a + 1) * micro)
+            xt, ut = interpolate(noise[mine][s], x1[s], t[mine][s])
+            sync = nullcontext() if (a == accum - 1 or not isinstance(net, DDP)) else net.no_sync()
+            observe = model.routing.observe(rec) if (log_now and a == 0) else nullcontext()
+            with sync, autocast, observe:
+                v = net(xt, t[mine][s], y[s], drop_labels=drop[mine][s])
+                per_sample = (v.float() - ut.float()).pow(2).mean(dim=(1, 2, 3))
+                (per_sample.sum() * info.world_size / cfg.global_batch).backward()
+            loss_sum += per_sample.detach().sum()
+        loss = distributed.all_reduce_mean(loss_sum / (hi - lo))
+        if not torch.isfinite(loss):
+            last = ckpt_io.newest(run_dir)
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at step {step + 1}; stopping without writing a checkpoint. "
+                f"Last good checkpoint: {last or 'none (the run had not checkpointed yet)'}. "
+                "Lower the learning rate or enable --grad-clip, then rerun the same command to resume."
+            )
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip else float("inf"))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():  # EMA in fp32: ema = d * ema + (1 - d) * model
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm.detach().float(), 1.0 - cfg.ema_decay)
+        done = step + 1
+        steps_since += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if log_now and info.is_main:
+            now = time.perf_counter()
+            sec = (now - t_last) / steps_since
+            line = {
+                "step": done,
+                "loss": loss.item(),
+                "grad_norm": grad_norm.item(),
+                "lr": opt.param_groups[0]["lr"],
+                "sec_per_step": sec,
+                "images_per_s": cfg.global_batch / sec,
+                "mem_gb": _memory_gb(dev),
+                **routing_stats(rec),
+            }
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+            t_last, steps_since = now, 0
+        if done in milestones or done % cfg.ckpt_every == 0 or done == cfg.iterations:
+            if info.is_main:
+                state = {
+                    "step": done,
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "opt": opt.state_dict(),
+                    "config": to_dict(cfg),
+                    "arch": arch,
+                    "rng": {"torch": torch.get_rng_state()},
+                    "data_position": order.position_of(done),
+                }
+                path = ckpt_io.milestone_path(run_dir, done) if done in milestones else run_dir / "checkpoints" / ckpt_io.LATEST
+                ckpt_io.save(path, state)
+            distributed.barrier()
+    if bar is not None:
+        bar.close()
+    _finish(run_dir, cfg, cfg.iterations, info)
+    return run_dir
+
+
+def _backend_kwargs(cfg: TrainConfig) -> dict:
+    """Pass the aggregation backend only to models that accept it (DAR routings)."""
+    import inspect
+
+    from dar.models.sit import SiT
+
+    return {"routing_backend": cfg.routing_backend} if "routing_backend" in inspect.signature(SiT.__init__).parameters else {}
+
+
+def _finish(run_dir: Path, cfg: TrainConfig, step: int, info) -> None:
+    if not info.is_main:
+        return
+    try:
+        from dar.train.plots import plot_loss
+
+        plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{cfg.model} {cfg.routing}")
+    except Exception as e:  # a plot must never fail a finished run
+        print(f"[train] loss plot skipped: {e}", file=sys.stderr)
+    write_json(run_dir / "done.json", {"step": step, "milestones": sorted(cfg.milestones), "iterations": cfg.iterations})
+    print(f"[train] done: {step} steps in {run_dir}", flush=True)

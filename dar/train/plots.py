@@ -1,0 +1,29 @@
+"""Loss-curve figure of a run (metrics.jsonl -> PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dar.io import atomic_path
+
+
+def plot_loss(metrics: str | Path, out: str | Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("velocity MSE")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(out)

@@ -1,0 +1,253 @@
+"""The training job: tiny runs, exact resume after SIGKILL, DDP equivalence, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dar.config import ConfigError
+from dar.data.cache import CacheConfig, run
+from dar.train import TrainConfig, TrainingDiverged, train
+from dar.train import checkpoint as ckpt_io
+from dar.train.job import main as train_main
+from dar.train.loop import DataOrder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def digits_cache(tmp_path_factory):
+    out = tmp_path_factory.mktemp("latents") / "digits"
+    run(CacheConfig(dataset="digits", out=str(out)))
+    return out
+
+
+def tiny_cfg(cache, out, **kw):
+    base = dict(
+        data=str(cache),
+        out=str(out),
+        model="SiT-T/2",
+        global_batch=16,
+        iterations=6,
+        ckpt_every=3,
+        log_every=2,
+        lr=1e-3,
+        precision="fp32",
+        device="cpu",
+        deterministic=True,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(run_dir, name="model"):
+    state = ckpt_io.load(ckpt_io.newest(run_dir))
+    return state[name]
+
+
+def assert_same(a, b, exact=True):
+    assert a.keys() == b.keys()
+    for k in a:
+        if exact:
+            assert torch.equal(a[k], b[k]), k
+        else:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_tiny_digits_run_learns_and_records(digits_cache, tmp_path):
+    out = train(tiny_cfg(digits_cache, tmp_path / "r", routing="dar-static-c4", iterations=30, milestones=[10], log_every=5))
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [5, 10, 15, 20, 25, 30]
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    for key in ("grad_norm", "lr", "images_per_s", "sec_per_step", "mem_gb", "routing_entropy", "routing_max_weight"):
+        assert key in lines[-1]
+    assert (out / "checkpoints" / "step_0000010.pt").is_file() and (out / "done.json").is_file()
+    assert (out / "loss.png").stat().st_size > 1000
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["routing"] == "dar-static-c4" and saved["arch"]["in_channels"] == 1
+    model, ckpt = ckpt_io.load_for_inference(out / "checkpoints" / "step_0000010.pt")
+    assert ckpt["step"] == 10 and model.routing_spec.name == "dar-static-c4"
+
+
+def test_imagefolder_run(tmp_path):
+    from test_data import make_tree
+
+    tree = make_tree(tmp_path / "tree")
+    run(CacheConfig(dataset="imagefolder", root=str(tree), image_size=16, out=str(tmp_path / "lat"), shard_size=4, workers=0))
+    out = train(tiny_cfg(tmp_path / "lat", tmp_path / "r", global_batch=4, iterations=3))
+    assert (out / "done.json").is_file()
+    assert json.loads((out / "config.json").read_text())["arch"]["in_channels"] == 3
+
+
+def test_rerun_after_completion_does_nothing(digits_cache, tmp_path):
+    cfg = tiny_cfg(digits_cache, tmp_path / "r", iterations=3)
+    train(cfg)
+    before = weights(tmp_path / "r")
+    train(cfg)
+    assert_same(before, weights(tmp_path / "r"))
+
+
+def _cli(cache, out, extra=()):
+    return [
+        sys.executable,
+        "-m",
+        "dar",
+        "train",
+        "--data",
+        str(cache),
+        "--out",
+        str(out),
+        "--model",
+        "SiT-T/2",
+        "--routing",
+        "dar-dynamic-c2",
+        "--global-batch",
+        "16",
+        "--iterations",
+        "40",
+        "--ckpt-every",
+        "5",
+        "--log-every",
+        "5",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--deterministic",
+        "true",
+        *extra,
+    ]
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(digits_cache, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli(digits_cache, tmp_path / "full"), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(
+        _cli(digits_cache, tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    latest = tmp_path / "killed" / "checkpoints" / "latest.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not latest.exists():
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it run past the checkpoint, then kill without warning
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_at_kill = torch.load(latest, weights_only=False)["step"]
+    assert 5 <= step_at_kill < 40, "the run must be killed mid-way"
+    subprocess.run(_cli(digits_cache, tmp_path / "killed"), check=True, env=env, capture_output=True)
+    for name in ("model", "ema", "opt"):
+        a, b = weights(tmp_path / "full", name), weights(tmp_path / "killed", name)
+        if name == "opt":
+            a, b = {str(k): v for k, v in a["state"].items()}, {str(k): v for k, v in b["state"].items()}
+            for k in a:
+                for kk in ("exp_avg", "exp_avg_sq"):
+                    assert torch.equal(a[k][kk], b[k][kk])
+        else:
+            assert_same(a, b, exact=True)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, 41, 5)), "the loss curve must have no gaps or duplicates after resume"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_equals_one_process(digits_cache, tmp_path):
+    common = ["--routing", "dar-static-c2", "--iterations", "4", "--global-batch", "16", "--micro-batch", "4"]
+    base = [
+        sys.executable,
+        "-m",
+        "dar",
+        "train",
+        "--data",
+        str(digits_cache),
+        "--model",
+        "SiT-T/2",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--ckpt-every",
+        "4",
+        "--log-every",
+        "2",
+        *common,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*base, "--out", str(tmp_path / "one")], check=True, env=env, capture_output=True)
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [*base, "--out", str(tmp_path / "two")],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(2)
+    ]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out.decode()
+    assert_same(weights(tmp_path / "one"), weights(tmp_path / "two"), exact=False)
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
+
+
+def test_gradient_accumulation_matches_full_batch(digits_cache, tmp_path):
+    train(tiny_cfg(digits_cache, tmp_path / "full", iterations=3, deterministic=False))
+    train(tiny_cfg(digits_cache, tmp_path / "acc", iterations=3, micro_batch=4, deterministic=False))
+    assert_same(weights(tmp_path / "full"), weights(tmp_path / "acc"), exact=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_cache, tmp_path):
+    out = tmp_path / "r"
+    train(tiny_cfg(digits_cache, out, iterations=3, ckpt_every=3))
+    # The same run continued on a poisoned copy of the data diverges at step 4.
+    poisoned = tmp_path / "poisoned"
+    run(CacheConfig(dataset="digits", out=str(poisoned)))
+    m = np.load(poisoned / "shard_00000" / "moments.npy")
+    m[:, :, 0] = np.nan
+    np.save(poisoned / "shard_00000" / "moments.npy", m)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4.*latest.pt"):
+        train(tiny_cfg(poisoned, out, iterations=6, ckpt_every=3))
+    assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["step"] == 3
+
+
+def test_data_order_covers_each_epoch_once():
+    order = DataOrder(n=10, global_batch=4, seed=1)
+    seen = torch.cat([order.positions(s) for s in range(5)])  # 20 samples = 2 epochs
+    assert sorted(seen[:10].tolist()) == list(range(10)) and sorted(seen[10:].tolist()) == list(range(10))
+    assert order.position_of(3) == {"epoch": 1, "offset": 2}
+
+
+def test_bad_config_errors_and_writes_nothing(digits_cache, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"modle": "SiT-T/2"}))
+    assert train_main(["--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown key(s) ['modle']" in capsys.readouterr().err
+    assert train_main(["--model", "SiT-Q/2", "--out", str(tmp_path / "r")]) == 2
+    assert "model: unknown 'SiT-Q/2'" in capsys.readouterr().err
+    assert train_main(["--milestones", "5,500", "--iterations", "100", "--out", str(tmp_path / "r")]) == 2
+    assert "milestones [500] lie outside" in capsys.readouterr().err
+    assert train_main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"), "--device", "cpu"]) == 1
+    assert "run: python -m dar cache-latents" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ConfigError, match="not divisible by micro_batch"):
+        train(tiny_cfg(digits_cache, tmp_path / "r2", micro_batch=5))
+
+
+def test_dry_run_prints_resolved_config(capsys):
+    assert train_main(["--preset", "digits", "--routing", "dar-dynamic-c4", "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["routing"] == "dar-dynamic-c4" and cfg["model"] == "SiT-T/2" and cfg["global_batch"] == 128
