@@ -10,6 +10,7 @@ COMMANDS = {
     "cache-latents": ("dar.data.cache", "encode a dataset into the sharded latent cache (resumable)"),
     "train": ("dar.train.job", "train a model/routing (resumable; DDP under torchrun or dar.launch)"),
     "train-bench": ("dar.train.bench", "training throughput and peak memory on synthetic latents"),
+    "sample": ("dar.sampling.job", "N samples from a checkpoint as an ADM .npz (sharded, resumable)"),
     "fetch-assets": ("dar.assets", "download every pretrained asset into one folder (run where the network is)"),
     "digits-features": ("dar.metrics.digits_net", "train the digits feature network used for digits-scale metrics"),
     "reference-stats": ("dar.metrics.reference", "compute and cache reference statistics for FID/sFID/PR"),

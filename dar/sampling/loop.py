@@ -1,0 +1,58 @@
+"""The one sampling loop: previews for the report and the 50K metric runs both call it.
+
+For a block of global sample indices it draws, from each sample's own stream
+(`rng.PerSampleRNG`), the class label and the starting noise, integrates the
+(guided) velocity with the named sampler, decodes the latents to images in
+[-1, 1] and converts them to the ADM uint8 convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dar.sampling.rng import PerSampleRNG
+from dar.transport import SamplerSpec, guided_velocity, sample
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    sampler: SamplerSpec
+    cfg_scale: float = 1.0
+    cfg_channels: int | None = 3  # SiT guides latent channels 0-2; None = all (REPA)
+    cfg_interval: tuple[float, float] | None = None  # in SiT time (t = 1 data)
+    seed: int = 0
+
+
+def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] [B, C, H, W] -> uint8 [B, H, W, C] with clamp(127.5 x + 128), the ADM convention."""
+    return (127.5 * images.float() + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def generate(
+    model,
+    decode,
+    settings: SampleSettings,
+    indices: Sequence[int],
+    batch_size: int,
+    device: torch.device,
+    labels: Sequence[int] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """Yields (uint8 images [b, H, W, C], labels [b], NFE used) for `indices` in batches.
+
+    `labels`, when given, fixes the classes (e.g. one row per class in a preview grid);
+    otherwise each sample draws its class uniformly from its own stream.
+    """
+    C, S = model.in_channels, model.input_size
+    for lo in range(0, len(indices), batch_size):
+        idx = list(indices[lo : lo + batch_size])
+        rng = PerSampleRNG(settings.seed, idx, device)
+        y = rng.randint(model.num_classes) if labels is None else torch.as_tensor(labels[lo : lo + batch_size], device=device)
+        z = rng.randn((C, S, S))
+        velocity = guided_velocity(model, y, settings.cfg_scale, settings.cfg_channels, settings.cfg_interval)
+        res = sample(settings.sampler, velocity, z, noise=rng.randn_like)
+        yield to_uint8_nhwc(decode(res.x)), y.cpu().numpy().astype(np.int64), res.nfe

@@ -1,0 +1,121 @@
+"""The sampling job: per-sample seeds, process/batch independence, shards, protocol, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dar.data.cache import CacheConfig, run as cache_run
+from dar.sampling import PerSampleRNG, save_grid
+from dar.sampling.job import SampleConfig, main as sample_main, run, shard_dir
+from dar.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sampling")
+    cache_run(CacheConfig(dataset="digits", out=str(root / "lat")))
+    cfg = TrainConfig(
+        data=str(root / "lat"),
+        out=str(root / "run"),
+        model="SiT-T/2",
+        routing="dar-static-c4",
+        global_batch=16,
+        iterations=4,
+        milestones=[4],
+        ckpt_every=4,
+        log_every=2,
+        lr=1e-3,
+        precision="fp32",
+        device="cpu",
+    )
+    train(cfg)
+    return root / "run" / "checkpoints" / "step_0000004.pt"
+
+
+def cfg(ckpt, out, **kw):
+    base = dict(
+        checkpoint=str(ckpt), out=str(out), sampler="ode", nfe=6, num_samples=20, batch_size=5, shard_size=8, device="cpu"
+    )
+    base.update(kw)
+    return SampleConfig(**base)
+
+
+def test_per_sample_streams_do_not_depend_on_the_batch():
+    a = PerSampleRNG(7, [3, 4, 5]).randn((2, 2))
+    b = PerSampleRNG(7, [5, 4]).randn((2, 2))
+    torch.testing.assert_close(a[2], b[0], rtol=0, atol=0)
+    torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
+    assert not torch.equal(a[0], a[1])
+
+
+def test_npz_format_protocol_and_grid(ckpt, tmp_path):
+    out = run(cfg(ckpt, tmp_path / "s.npz", cfg_scale=1.5, grid=str(tmp_path / "g.png")))
+    d = np.load(out)
+    assert d["arr_0"].shape == (20, 8, 8, 1) and d["arr_0"].dtype == np.uint8 and d["labels"].shape == (20,)
+    assert set(d["labels"].tolist()) <= set(range(10)) and len(set(d["labels"].tolist())) > 3
+    p = json.loads((tmp_path / "s.npz.json").read_text())
+    assert p["iteration"] == 4 and p["routing"] == "dar-static-c4" and p["sampler"] == "ode-heun"
+    assert p["nfe_used"] == [6] and p["cfg_scale"] == 1.5 and p["cfg_channels"] == 3 and p["num_samples"] == 20
+    assert p["decoder"]["name"] == "identity" and "git_commit" in p["environment"]
+    assert (tmp_path / "g.png").stat().st_size > 100 and not shard_dir(out).exists()
+
+
+def test_same_file_on_one_and_two_processes(ckpt, tmp_path, monkeypatch):
+    one = np.load(run(cfg(ckpt, tmp_path / "one.npz", sampler="sde")))
+    for rank in (1, 0):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        run(cfg(ckpt, tmp_path / "two.npz", sampler="sde"))
+        if rank == 1:
+            assert not (tmp_path / "two.npz").exists()  # rank 0's shards are still missing
+            assert sorted(p.name for p in shard_dir(tmp_path / "two.npz").iterdir()) == ["shard_00001.npz"]
+    two = np.load(tmp_path / "two.npz")
+    assert np.array_equal(one["arr_0"], two["arr_0"]) and np.array_equal(one["labels"], two["labels"])
+
+
+def test_batch_size_does_not_change_the_samples(ckpt, tmp_path):
+    a = np.load(run(cfg(ckpt, tmp_path / "a.npz", batch_size=5)))["arr_0"].astype(int)
+    b = np.load(run(cfg(ckpt, tmp_path / "b.npz", batch_size=3)))["arr_0"].astype(int)
+    assert np.abs(a - b).max() <= 1  # float reduction order can move a value across a rounding boundary
+    assert (a == b).mean() > 0.99
+
+
+def test_rerun_skips_finished_shards(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    run(cfg(ckpt, tmp_path / "s.npz"))  # shards 0 and 2 of 3
+    done = shard_dir(tmp_path / "s.npz") / "shard_00000.npz"
+    mtime = done.stat().st_mtime_ns
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    calls = []
+    import dar.sampling.job as job
+
+    real = job.generate
+    monkeypatch.setattr(job, "generate", lambda *a, **k: (calls.append(list(a[3])), real(*a, **k))[1])
+    run(cfg(ckpt, tmp_path / "s.npz"))
+    assert calls == [list(range(8, 16))]  # only the missing shard 1 was generated
+    assert (tmp_path / "s.npz").is_file() and mtime > 0
+
+
+def test_bad_inputs(ckpt, tmp_path, capsys):
+    assert sample_main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "does not exist; train that run first" in capsys.readouterr().err
+    assert sample_main(["--checkpoint", str(ckpt), "--sampler", "ode-rk4", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "unknown sampler" in capsys.readouterr().err
+    assert sample_main(["--checkpoint", str(ckpt), "--nfe", "7", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "NFE must be even" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_grid_layout(tmp_path):
+    imgs = np.zeros((4, 2, 2, 1), dtype=np.uint8)
+    imgs[3] = 200
+    from PIL import Image
+
+    path = save_grid(imgs, tmp_path / "g.png", ncol=2, pad=1)
+    arr = np.array(Image.open(path))
+    assert arr.shape == (7, 7) and arr[4:6, 4:6].min() == 200 and arr[1:3, 1:3].max() == 0
