@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from dar.data.cache import CacheConfig, run as cache_run
+from dar.data.cache import CacheConfig
+from dar.data.cache import run as cache_run
 from dar.sampling import PerSampleRNG, save_grid
-from dar.sampling.job import SampleConfig, main as sample_main, run, shard_dir
+from dar.sampling.job import SampleConfig, run, shard_dir
+from dar.sampling.job import main as sample_main
 from dar.train import TrainConfig, train
 
 

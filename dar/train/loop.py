@@ -249,7 +249,11 @@ def train(cfg: TrainConfig) -> Path:
                     "opt": opt.state_dict(),
                     "config": to_dict(cfg),
                     "arch": arch,
-                    "latent": {"encoder": data.index["encoder"], "dataset": data.index["dataset"], "shape": list(data.latent_shape)},
+                    "latent": {
+                        "encoder": data.index["encoder"],
+                        "dataset": data.index["dataset"],
+                        "shape": list(data.latent_shape),
+                    },
                     "rng": {"torch": torch.get_rng_state()},
                     "data_position": order.position_of(done),
                 }
