@@ -1,7 +1,36 @@
-# The reproduction DAG (paper tables and figures as targets).
-# The stage rules land with the workflow issue (workflow/rules/*.smk); until then
-# this file only declares the default target so `snakemake -n` runs.
+# The reproduction DAG of "Rethinking Cross-Layer Information Routing in Diffusion Transformers".
+#
+#   snakemake --cores 2                                  digits-scale reproduction (default preset)
+#   snakemake --cores 2 --config preset=smoke            the same DAG in about a minute
+#   snakemake --profile slurm --config preset=imagenet256   the paper's protocol on a SLURM cluster
+#   python -m dar cells                                  every table cell, its path and rerun command
+#
+# The grid (runs, cells) is data: workflow/config/<preset>.yaml, validated against
+# workflow/schemas/config.schema.yaml. Heavy jobs run through `python -m dar.launch` (submitit);
+# where they run (local / slurm) and their size come from rule resources, set by slurm/config.yaml.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "workflow/config/config.yaml"
+
+
+validate(config, "workflow/schemas/top.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/diagnostics.smk"
+include: "workflow/rules/benchmarks.smk"
 
 
 rule all:
     default_target: True
+    input:
+        GRID.table_path,
+        KERNEL_BENCH,

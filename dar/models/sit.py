@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dar.routing import Routing, build_routing, parse_routing
+from dar.routing.adaptive import DARRouting
+from dar.routing.backend import check_backend
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -187,6 +189,7 @@ class SiT(nn.Module):
         num_classes: int = 1000,
         learn_sigma: bool = True,
         routing: str = "residual",
+        routing_backend: str | None = None,  # DAR aggregation: 'torch' | 'triton' | 'auto' (None: the routing's default, auto)
     ) -> None:
         super().__init__()
         if input_size % patch_size:
@@ -209,6 +212,10 @@ class SiT(nn.Module):
         self.blocks = nn.ModuleList(SiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
         self.routing: Routing = build_routing(self.routing_spec, hidden_size, depth)
+        if routing_backend is not None:
+            check_backend(routing_backend)
+            if isinstance(self.routing, DARRouting):
+                self.routing.set_backend(routing_backend)
         self.initialize_weights()
 
     @property
@@ -319,6 +326,7 @@ SIZES: dict[str, SiTSize] = {
     "XL": SiTSize(28, 1152, 16, "SiT-XL"),
     "Plus": SiTSize(28, 1216, 16, "SiT-Plus: SiT-XL widened to 752M, Table 1"),
     "T": SiTSize(8, 64, 4, "tiny (0.6M at 8x8x1), for the digits-scale reproduction on 2 CPU cores"),
+    "TPlus": SiTSize(8, 68, 4, "SiT-T widened to the parameter count of Dynamic c4 (the digits SiT-Plus)"),
 }
 PATCH_SIZES = (2, 4, 8)
 
@@ -329,7 +337,8 @@ def build_model(name: str, routing: str = "residual", **kwargs) -> SiT:
     """Build a registered model, e.g. build_model("SiT-XL/2", "dar-static-c4").
 
     kwargs override the SiT defaults (input_size, in_channels, num_classes,
-    learn_sigma, class_dropout_prob; depth/hidden_size/num_heads for custom sizes).
+    learn_sigma, class_dropout_prob; depth/hidden_size/num_heads for custom sizes;
+    routing_backend, the DAR aggregation implementation, see dar.routing.backend).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(MODELS)}")

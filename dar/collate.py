@@ -1,0 +1,86 @@
+"""`python -m dar collate`: every cell JSON of a preset into one table (CSV + JSON).
+
+Rows are cells (table, name, run, iteration, sampler, guidance); columns are the
+five metrics (mean, std, n), the paper's values and the deltas, and the
+protocol fields users ask about (NFE, samples, feature space, reference hash,
+commit). Cells whose JSON does not exist yet are listed as pending with the
+command that produces them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import pandas as pd
+
+from dar.grid import Grid, GridError
+from dar.io import atomic_path, write_json
+
+METRICS = ("fid", "sfid", "is", "precision", "recall")
+
+
+def collate(grid: Grid) -> pd.DataFrame:
+    rows = []
+    for cell in grid.cells:
+        path = grid.cell_path(cell)
+        row = {
+            "table": cell.table,
+            "name": cell.name,
+            "run": cell.run,
+            "iteration": cell.iteration,
+            "sampler": cell.sampler,
+            "cfg": cell.cfg,
+            "cfg_scale": cell.cfg_scale,
+            "nfe": cell.nfe,
+            "num_samples": cell.num_samples,
+            "path": str(path),
+        }
+        if not path.is_file():
+            rows.append({**row, "status": "pending", "command": f"snakemake {path} --cores 2 --config preset={grid.preset}"})
+            continue
+        res = json.loads(path.read_text())
+        row.update(
+            status="done",
+            label=res["label"],
+            routing=res["routing"],
+            feature_space=res["feature_space"],
+            n_seeds=len(res["seeds"]),
+        )
+        for m in METRICS:
+            row[m] = res["metrics"][m]["mean"]
+            row[f"{m}_std"] = res["metrics"][m]["std"]
+            row[f"paper_{m}"] = res["paper"].get(m)
+            row[f"delta_{m}"] = res["delta"].get(m)
+        prot = res["protocols"][0]
+        row["reference_sha256"] = prot.get("reference", {}).get("sha256")
+        row["git_commit"] = res["git_commit"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m dar collate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--preset", default="digits", help="grid preset (default: digits)")
+    p.add_argument("--results", default="results", help="results root (default: results)")
+    p.add_argument("--out", default=None, help="CSV to write (default: results/<preset>/table.csv; JSON beside it)")
+    args = p.parse_args(argv)
+    try:
+        grid = Grid.load(args.preset, results=args.results)
+    except GridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    df = collate(grid)
+    out = args.out or grid.table_path
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    write_json(str(out).removesuffix(".csv") + ".json", df.where(pd.notna(df), None).to_dict(orient="records"))
+    done = (df["status"] == "done").sum()
+    print(f"[collate] {out}: {done} of {len(df)} cells done")
+    shown = [c for c in ("table", "name", "fid", "sfid", "is", "precision", "recall", "paper_fid") if c in df.columns]
+    with pd.option_context("display.width", 160, "display.max_rows", 200, "display.float_format", "{:.3f}".format):
+        print(df[df["status"] == "done"][shown].to_string(index=False))
+    return 0
