@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dar.routing.aggregate import aggregate
+from dar.routing.backend import get_aggregate_fn
 from dar.routing.base import Routing, Stream
 from dar.routing.chunks import check_chunk_size, dead_after, final_sources, sublayer_sources
 
@@ -94,7 +94,9 @@ class DARStream(Stream):
 
 
 class DARRouting(Routing):
-    def __init__(self, dim: int, depth: int, query: str = "static", chunk: int = 4, final: str = "dedicated") -> None:
+    def __init__(
+        self, dim: int, depth: int, query: str = "static", chunk: int = 4, final: str = "dedicated", backend: str = "auto"
+    ) -> None:
         super().__init__(dim, depth)
         if query not in QUERIES:
             raise ValueError(f"unknown DAR query {query!r}; choose one of {QUERIES}")
@@ -110,7 +112,12 @@ class DARRouting(Routing):
         self.final_sources = final_sources(chunk, L)
         self.aggregators = nn.ModuleList(Aggregator(dim, query) for _ in range(L))
         self.final_aggregator = Aggregator(dim, query) if final == "dedicated" else None
-        self.aggregate_fn = aggregate  # the PyTorch reference; the fused kernel plugs in here
+        self.set_backend(backend)
+
+    def set_backend(self, name: str) -> None:
+        """Aggregation implementation: 'torch' (reference), 'triton' (fused kernel) or 'auto'; see dar.routing.backend."""
+        self.aggregate_fn = get_aggregate_fn(name)
+        self.backend = name
 
     def reset_parameters(self) -> None:
         for m in self.modules():
