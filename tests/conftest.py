@@ -38,3 +38,14 @@ def tiny_batch(model, batch: int = 3, seed: int = 1):
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def digits_net_path(tmp_path_factory):
+    """Weights of the digits feature network, trained once per session (~5 s on 2 CPU cores)."""
+    from dar.metrics import digits_net
+
+    cfg = digits_net.TrainConfig()
+    path = tmp_path_factory.mktemp("digits_net") / digits_net.WEIGHTS_NAME
+    digits_net.save(digits_net.train(cfg), path, cfg)
+    return path
