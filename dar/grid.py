@@ -97,7 +97,7 @@ class Grid:
     # ----------------------------------------------------------------- loading
     @classmethod
     def load(cls, preset: str, results: str | Path = "results", config_dir: str | Path = CONFIG_DIR) -> Grid:
-        path = Path(config_dir) / f"{preset}.yaml"
+        path = Path(preset) if preset.endswith((".yaml", ".yml")) else Path(config_dir) / f"{preset}.yaml"
         if not path.is_file():
             choices = sorted(p.stem for p in Path(config_dir).glob("*.yaml") if p.stem != "config")
             raise GridError(f"preset: no grid file {path}; choose one of {choices}")
@@ -115,8 +115,9 @@ class Grid:
             e = errors[0]
             key = ".".join(str(p) for p in e.path) or "(top level)"
             raise GridError(f"{key}: {e.message} (in {where}; schema {SCHEMA.relative_to(REPO)})")
-        from dar.models import MODELS
+        from dar.models import MODELS, SIZES
         from dar.routing import parse_routing
+        from dar.routing.chunks import check_chunk_size
         from dar.train.config import TrainConfig
 
         train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -134,7 +135,9 @@ class Grid:
             if model not in MODELS:
                 raise GridError(f"runs.{name}.model: unknown model {model!r}; registered: {', '.join(MODELS)}")
             try:
-                parse_routing(r["routing"])
+                spec = parse_routing(r["routing"])
+                if spec.kind == "dar":
+                    check_chunk_size(spec.chunk, 2 * SIZES[MODELS[model][0]].depth)
             except ValueError as e:
                 raise GridError(f"runs.{name}.routing: {e}") from None
         for table, spec in self.data["tables"].items():

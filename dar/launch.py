@@ -71,13 +71,18 @@ def _job_file(folder: Path, name: str) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """True while `pid` runs; an exited process that its parent has not reaped (a zombie) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def _reattach(folder: Path, name: str, cluster: str):

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # Triton fixes interpreter vs compiled mode when first imported; on CPU runs the kernel tests
+    # need the interpreter, whichever test module happens to import Triton first.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from dar.models import build_model
 

@@ -140,7 +140,7 @@ def train(cfg: TrainConfig) -> Path:
     )
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
-    model = build_model(cfg.model, cfg.routing, **arch, **_backend_kwargs(cfg)).to(dev)
+    model = build_model(cfg.model, cfg.routing, **arch, routing_backend=cfg.routing_backend).to(dev)
     ema = copy.deepcopy(model).requires_grad_(False).float()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
@@ -264,15 +264,6 @@ def train(cfg: TrainConfig) -> Path:
         bar.close()
     _finish(run_dir, cfg, cfg.iterations, info)
     return run_dir
-
-
-def _backend_kwargs(cfg: TrainConfig) -> dict:
-    """Pass the aggregation backend only to models that accept it (DAR routings)."""
-    import inspect
-
-    from dar.models.sit import SiT
-
-    return {"routing_backend": cfg.routing_backend} if "routing_backend" in inspect.signature(SiT.__init__).parameters else {}
 
 
 def _finish(run_dir: Path, cfg: TrainConfig, step: int, info) -> None:

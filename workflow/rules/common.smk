@@ -29,7 +29,7 @@ def launch(job, name):
         f"python -m dar.launch {job} --cluster {{resources.cluster}} --gpus {{resources.gpus}} "
         f"--nodes {{resources.nodes}} --cpus {{threads}} --mem-gb {{resources.mem_gb}} "
         f"--time-min {{resources.time_min}} --partition '{{resources.partition}}' --account '{{resources.account}}' "
-        f"--folder {{params.submitit}} --name {PRESET}-{name} --"
+        f"--folder {{params.submitit}} --name {GRID.data['name']}-{name} --"
     )
 
 
@@ -65,6 +65,8 @@ def cache_args():
 def cell_inputs(w):
     cell = GRID.cell(w.table, w.name)
     ins = [str(GRID.samples_path(k)) for k in cell.sample_keys()]
-    ins.append(str(GRID.reference))
-    ins.append(str(GRID.digits_net) if GRID.features == "digits" else str(GRID.assets_dir / ".fetched"))
+    if GRID.features == "digits":
+        ins += [str(GRID.reference), str(GRID.digits_net)]  # made by reference_stats / digits_features
+    else:
+        ins.append(str(GRID.assets_dir / ".fetched"))  # the ADM reference batch and Inception weights
     return ins

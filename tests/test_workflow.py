@@ -1,0 +1,112 @@
+"""The Snakemake workflow end to end: paper-grid dry run, bad grids, smoke DAG, kill and resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dar.grid import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args, check=True, **kw):
+    return subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, check=check, **kw)
+
+
+def job_counts(out: str) -> dict[str, int]:
+    block = out.split("Job stats:")[1].split("total")[0]
+    rows = [line.split() for line in block.splitlines()[3:] if line.strip()]
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def test_dry_run_of_the_full_paper_grid_through_the_slurm_profile():
+    res = snakemake("-n", "--profile", "slurm", "--config", "preset=imagenet256")
+    counts = job_counts(res.stdout)
+    assert counts["train"] == 8 and counts["cell"] == 48 and counts["sample"] == 47
+    assert counts["fetch_assets"] == 1 and counts["cache_latents"] == 1 and counts["collate"] == 1
+
+
+def write_grid(tmp_path, mutate):
+    data = yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text())
+    data = copy.deepcopy(data)
+    mutate(data)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_bad_grid_fails_before_any_job(tmp_path):
+    grid = write_grid(tmp_path, lambda d: d["tables"]["table2"].update(iterations=[5, 500]))
+    res = snakemake("-n", "--cores", "1", "--config", f"preset={grid}", f"results={tmp_path / 'res'}", check=False)
+    assert res.returncode != 0
+    assert "tables.table2.iterations: 500 is past the length of run 'static-c4'" in res.stdout + res.stderr
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.slow
+def test_smoke_preset_end_to_end(tmp_path):
+    res_dir = tmp_path / "results"
+    run = snakemake("--cores", "2", "--config", "preset=smoke", f"results={res_dir}", check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    table = pd.read_csv(res_dir / "smoke" / "table.csv")
+    assert len(table) == 10 and (table["status"] == "done").all()
+    assert table["fid"].notna().all() and (table["feature_space"] == "digits").all()
+    cell = json.loads((res_dir / "smoke" / "cells" / "table1" / "static-c4_ode_cfg1.5.json").read_text())
+    assert cell["cfg_scale"] == 1.5 and cell["paper"]["fid"] == 2.08 and cell["delta"] == {}
+    prot = cell["protocols"][0]
+    for key in (
+        "checkpoint",
+        "iteration",
+        "sampler",
+        "nfe",
+        "cfg_scale",
+        "cfg_channels",
+        "num_samples",
+        "reference",
+        "feature_extractor",
+    ):
+        assert key in prot, key
+    again = snakemake("-n", "--cores", "2", "--config", "preset=smoke", f"results={res_dir}")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_killed_workflow_resumes_training_and_reruns_nothing_finished(tmp_path):
+    def longer(d):
+        d["runs"] = {"sit": {"routing": "residual", "iterations": 400, "label": "SiT"}}
+        d["train"].update(ckpt_every=20, log_every=20)
+        d["tables"] = {"table1": {"runs": ["sit"], "samplers": ["ode"], "cfg": [False]}}
+
+    grid = write_grid(tmp_path, longer)
+    res_dir = tmp_path / "results"
+    args = [*SNAKEMAKE, "--cores", "2", "--config", f"preset={grid}", f"results={res_dir}"]
+    proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = res_dir / "smoke" / "runs" / "sit" / "seed0" / "checkpoints" / "latest.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not latest.exists():
+        time.sleep(0.2)
+    assert latest.exists(), "training never checkpointed"
+    index = res_dir / "smoke" / "latents" / "index.json"
+    mtime = index.stat().st_mtime_ns
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow: snakemake, launcher, training job
+    proc.wait()
+    assert not (res_dir / "smoke" / "runs" / "sit" / "seed0" / "done.json").exists()
+    snakemake("--unlock", "--cores", "1", "--config", f"preset={grid}", f"results={res_dir}")
+    rerun = snakemake("--cores", "2", "--config", f"preset={grid}", f"results={res_dir}", check=False)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    log = (res_dir / "smoke" / "logs" / "train" / "sit_seed0.log").read_text()
+    assert "resuming from" in log
+    assert index.stat().st_mtime_ns == mtime, "the finished latent cache must not be rebuilt"
+    assert "rule cache_latents" not in rerun.stdout + rerun.stderr
