@@ -18,6 +18,8 @@ COMMANDS = {
     "digits-features": ("dar.metrics.digits_net", "train the digits feature network used for digits-scale metrics"),
     "reference-stats": ("dar.metrics.reference", "compute and cache reference statistics for FID/sFID/PR"),
     "evaluate": ("dar.metrics.evaluate", "FID, sFID, IS, precision, recall of a sample file (ADM protocol)"),
+    "diagnose": ("dar.diagnostics.job", "diagnostics of cross-layer information flow (Figs. 2, 3, 5, chunk-size theory)"),
+    "report": ("dar.report.render", "render the HTML report of a preset (tables and figures, ours beside the paper's)"),
     "kernel-bench": ("kernels.bench", "Fig. 6 benchmark of the fused DAR aggregation kernel"),
 }
 

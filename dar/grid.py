@@ -140,6 +140,8 @@ class Grid:
                     check_chunk_size(spec.chunk, 2 * SIZES[MODELS[model][0]].depth)
             except ValueError as e:
                 raise GridError(f"runs.{name}.routing: {e}") from None
+        if self.needs_images and "repa" not in self.data:
+            raise GridError("repa: runs with repa: true need a top-level repa section (encoder, depth, lambda, ...)")
         for table, spec in self.data["tables"].items():
             for i, run in enumerate(spec["runs"]):
                 if run not in self.data["runs"]:
@@ -264,6 +266,17 @@ class Grid:
         return sorted({k for c in self.cells for k in c.sample_keys()}, key=lambda k: (k.run, k.seed, k.stem))
 
     # ------------------------------------------------------------- job flags
+    @property
+    def needs_images(self) -> bool:
+        """The latent cache keeps clean images when a run trains with REPA (its encoder reads them)."""
+        return any(r.get("repa", False) for r in self.data["runs"].values())
+
+    @property
+    def repa_weights(self) -> Path:
+        """Weights of REPA's frozen encoder: the digits network, or DINOv2 ViT-B/14 from the assets."""
+        enc = self.data.get("repa", {}).get("encoder", "dinov2")
+        return self.digits_net if enc == "digits" else self.assets_dir / "dinov2_vitb14_pretrain.pth"
+
     def train_args(self, run: str, seed: int) -> list[str]:
         r = self.runs[(run, seed)]
         flags = {
@@ -273,6 +286,12 @@ class Grid:
             "milestones": ",".join(map(str, r.milestones)),
             "seed": seed,
         }
+        if r.repa:
+            rp = self.data.get("repa", {})
+            flags.update(repa=True, repa_encoder=rp.get("encoder", "dinov2"), repa_encoder_weights=self.repa_weights)
+            for key in ("depth", "lambda", "projector_dim", "state"):
+                if key in rp:
+                    flags[f"repa_{key}"] = rp[key]
         flags.update(data=str(self.latents_dir), out=str(self.run_dir(run, seed)))
         return [item for k, v in flags.items() for item in (f"--{k.replace('_', '-')}", _flag(v))]
 

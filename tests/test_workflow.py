@@ -34,7 +34,8 @@ def job_counts(out: str) -> dict[str, int]:
 def test_dry_run_of_the_full_paper_grid_through_the_slurm_profile():
     res = snakemake("-n", "--profile", "slurm", "--config", "preset=imagenet256")
     counts = job_counts(res.stdout)
-    assert counts["train"] == 8 and counts["cell"] == 48 and counts["sample"] == 47
+    # 10 runs (Table 1: 5, Table 2: +1 explicit, Table 3: 2 REPA, Table 4: +2 chunk sizes); 52 cells share 51 sample files
+    assert counts["train"] == 10 and counts["cell"] == 52 and counts["sample"] == 51
     assert counts["fetch_assets"] == 1 and counts["cache_latents"] == 1 and counts["collate"] == 1
 
 

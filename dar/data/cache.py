@@ -9,6 +9,7 @@ Layout of the output folder:
     shard_00000/moments.npy   [n, 2, 2, C, h, w]: (image, its horizontal flip) x (mean, std)
     shard_00000/labels.npy    [n] int64
     shard_00000/indices.npy   [n] int64, positions in the dataset
+    shard_00000/images.npy    [n, H, W, C] uint8 clean images (only with --store-images, for REPA)
     index.json                dataset, encoder, preprocessing, shapes, shard list
 
 Storing both the image's and its flip's posterior keeps flip augmentation
@@ -53,6 +54,7 @@ class CacheConfig:
     shard_size: int = opt(4096, "images per shard")
     batch_size: int = opt(64, "images per encoder call")
     workers: int = opt(4, "data-loading worker processes (dataset=imagefolder)")
+    store_images: bool = opt(False, "also keep the preprocessed images (uint8) for encoders that need the clean image (REPA)")
     device: str = opt("auto", "'auto' (cuda:LOCAL_RANK if available), 'cpu' or 'cuda'")
 
 
@@ -103,14 +105,13 @@ def shard_name(s: int) -> str:
     return f"shard_{s:05d}"
 
 
-def _write_shard(out: Path, s: int, moments: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> None:
+def _write_shard(out: Path, s: int, arrays: dict[str, np.ndarray]) -> None:
     final = out / shard_name(s)
     tmp = out / f".{shard_name(s)}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    np.save(tmp / "moments.npy", moments)
-    np.save(tmp / "labels.npy", labels)
-    np.save(tmp / "indices.npy", indices)
+    for name, arr in arrays.items():
+        np.save(tmp / f"{name}.npy", arr)
     os.replace(tmp, final)  # atomic: a shard folder that exists is complete
 
 
@@ -143,15 +144,20 @@ def run(cfg: CacheConfig) -> Path:
             batch_size=cfg.batch_size,
             num_workers=cfg.workers if cfg.dataset == "imagefolder" else 0,
         )
-        moments, labels = [], []
+        moments, labels, images = [], [], []
         for x, y in loader:
             x = x.to(device)
             m, sd = enc.moments(x)
             mf, sf = enc.moments(x.flip(-1))  # horizontal flip of the preprocessed crop
             moments.append(torch.stack([torch.stack([m, sd], 1), torch.stack([mf, sf], 1)], 1).cpu().numpy().astype(dtype))
             labels.append(y.numpy().astype(np.int64))
+            if cfg.store_images:  # uint8 NHWC, the clean image as the ADM convention stores it
+                images.append((127.5 * x.float() + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
             bar.update(len(y))
-        _write_shard(out, s, np.concatenate(moments), np.concatenate(labels), idx.astype(np.int64))
+        arrays = {"moments": np.concatenate(moments), "labels": np.concatenate(labels), "indices": idx.astype(np.int64)}
+        if cfg.store_images:
+            arrays["images"] = np.concatenate(images)
+        _write_shard(out, s, arrays)
     bar.close()
     if all((out / shard_name(s)).is_dir() for s in range(num_shards)):
         shape = list(np.load(out / shard_name(0) / "moments.npy", mmap_mode="r").shape[3:])
@@ -166,6 +172,7 @@ def run(cfg: CacheConfig) -> Path:
                 "latent_shape": shape,
                 "dtype": np.dtype(dtype).name,
                 "shard_size": cfg.shard_size,
+                "images": cfg.store_images,
                 "shards": [shard_name(s) for s in range(num_shards)],
                 "git_commit": git_commit(),
             },

@@ -40,6 +40,9 @@ class LatentCache:
             raise ValueError(
                 f"latent cache {self.folder}: shards hold {self.offsets[-1]} images, index says {self.index['num_images']}"
             )
+        self.has_images = bool(self.index.get("images", False))
+        shards = self.index["shards"] if self.has_images else []
+        self.images_ = [np.load(self.folder / s / "images.npy", mmap_mode="r") for s in shards]
         self.scale = float(self.index["encoder"]["scale"])
         self.latent_shape = tuple(self.index["latent_shape"])
         self.num_classes = int(self.index["num_classes"])
@@ -59,6 +62,19 @@ class LatentCache:
             out[sel] = self.moments[s][local, fl[sel]]
         t = torch.from_numpy(out)
         return t[:, 0], t[:, 1]
+
+    def images(self, positions: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        """Clean images [n, C, H, W] in [-1, 1] (horizontally flipped where flip = 1), for REPA's encoder."""
+        if not self.has_images:
+            raise ValueError(
+                f"latent cache {self.folder} holds no images; REPA needs them: rebuild it with "
+                f"python -m dar cache-latents --store-images true --out {self.folder}"
+            )
+        pos = positions.cpu().numpy()
+        shard = np.searchsorted(self.offsets, pos, side="right") - 1
+        out = np.stack([self.images_[s][p - self.offsets[s]] for s, p in zip(shard, pos)])
+        x = torch.from_numpy(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return torch.where(flip.cpu().view(-1, 1, 1, 1).bool(), x.flip(-1), x)
 
     def latents(self, positions: torch.Tensor, flip: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         mean, std = self.gather(positions, flip)

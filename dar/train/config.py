@@ -39,6 +39,14 @@ class TrainConfig:
     device: str = opt("auto", "auto | cpu | cuda")
     compile: bool = opt(False, "torch.compile the model")
     deterministic: bool = opt(False, "torch.use_deterministic_algorithms (exact resume tests)")
+    # --- REPA (App. C.1: DINOv2-B, lambda 0.5, the hidden state after block 8); needs a cache with images
+    repa: bool = opt(False, "add REPA's alignment loss (the latent cache must hold images: --store-images)")
+    repa_lambda: float = opt(0.5, "weight of the alignment loss")
+    repa_depth: int = opt(8, "align the hidden state after this block (1-based)")
+    repa_state: str = opt("aggregated", "under DAR: 'aggregated' (state entering the next block) or 'sublayer' (last output)")
+    repa_encoder: str = opt("dinov2", "frozen target encoder: dinov2 (ImageNet) or digits")
+    repa_encoder_weights: str | None = opt(None, "weights file of the encoder (dinov2_vitb14_pretrain.pth or digits_net.pt)")
+    repa_projector_dim: int = opt(2048, "hidden width of the projector MLP")
 
     def validate(self) -> None:
         from dar.models import MODELS
@@ -65,6 +73,17 @@ class TrainConfig:
             raise ConfigError("adam_betas needs two values, e.g. 0.9,0.999")
         if not 0 <= self.class_dropout < 1:
             raise ConfigError("class_dropout must be in [0, 1)")
+        if self.repa:
+            from dar.repa import ENCODERS, REPA_STATES
+
+            if self.repa_state not in REPA_STATES:
+                raise ConfigError(f"repa_state: {self.repa_state!r} is not one of {REPA_STATES}")
+            if self.repa_encoder not in ENCODERS:
+                raise ConfigError(f"repa_encoder: {self.repa_encoder!r} is not one of {ENCODERS}")
+            if not self.repa_encoder_weights:
+                raise ConfigError("repa_encoder_weights: REPA needs the encoder's weights file (see python -m dar fetch-assets)")
+            if self.repa_state == "sublayer" and not self.routing.startswith("dar-"):
+                raise ConfigError("repa_state: 'sublayer' applies to DAR routings only; the residual stream is 'aggregated'")
         if self.ckpt_every < 1 or self.log_every < 1:
             raise ConfigError("ckpt_every and log_every must be >= 1")
 

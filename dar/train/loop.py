@@ -30,6 +30,7 @@ from dar.data.latents import LatentCache
 from dar.io import atomic_path, write_json
 from dar.models import build_model
 from dar.provenance import environment
+from dar.repa import HiddenCapture, alignment_loss, build_encoder, build_projector
 from dar.routing import AlphaRecorder
 from dar.train import checkpoint as ckpt_io
 from dar.train.config import TrainConfig
@@ -142,7 +143,9 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg.model, cfg.routing, **arch, routing_backend=cfg.routing_backend).to(dev)
     ema = copy.deepcopy(model).requires_grad_(False).float()
-    params = [p for p in model.parameters() if p.requires_grad]
+    repa = REPATrainer(cfg, model, data, dev) if cfg.repa else None
+    trained = model if repa is None else repa  # the module DDP wraps: SiT, or SiT + REPA projector
+    params = [p for p in trained.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
     order = DataOrder(len(data), cfg.global_batch, cfg.seed)
 
@@ -152,6 +155,8 @@ def train(cfg: TrainConfig) -> Path:
         state = ckpt_io.load(resume, map_location=dev)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
+        if repa is not None:
+            repa.projector.load_state_dict(state["projector"])
         opt.load_state_dict(state["opt"])
         start = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
@@ -168,7 +173,7 @@ def train(cfg: TrainConfig) -> Path:
         _finish(run_dir, cfg, start, info)
         return run_dir
 
-    net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if info.world_size > 1 else model
+    net = DDP(trained, device_ids=[dev.index] if dev.type == "cuda" else None) if info.world_size > 1 else trained
     if cfg.compile:
         net = torch.compile(net)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (dev.type == "cuda" and cfg.precision == "bf16") else nullcontext()
@@ -194,6 +199,9 @@ def train(cfg: TrainConfig) -> Path:
         y = data.labels[pos[mine]].to(dev)
         log_now = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.iterations
         loss_sum = torch.zeros((), device=dev)
+        align_sum = torch.zeros((), device=dev)
+        if repa is not None:
+            targets = repa.encode(data.images(pos[mine], flip[mine]).to(dev))  # frozen encoder, no grad
         rec = AlphaRecorder()
         for a in range(accum):
             s = slice(a * micro, (a + 1) * micro)
@@ -201,8 +209,14 @@ def train(cfg: TrainConfig) -> Path:
             sync = nullcontext() if (a == accum - 1 or not isinstance(net, DDP)) else net.no_sync()
             observe = model.routing.observe(rec) if (log_now and a == 0) else nullcontext()
             with sync, autocast, observe:
-                v = net(xt, t[mine][s], y[s], drop_labels=drop[mine][s])
-                per_sample = (v.float() - ut.float()).pow(2).mean(dim=(1, 2, 3))
+                if repa is None:
+                    v = net(xt, t[mine][s], y[s], drop_labels=drop[mine][s])
+                    per_sample = (v.float() - ut.float()).pow(2).mean(dim=(1, 2, 3))
+                else:
+                    v, projected = net(xt, t[mine][s], y[s], drop_labels=drop[mine][s])
+                    align = alignment_loss(projected, targets[s])  # [b], -cos averaged over tokens
+                    per_sample = (v.float() - ut.float()).pow(2).mean(dim=(1, 2, 3)) + cfg.repa_lambda * align
+                    align_sum += align.detach().sum()
                 (per_sample.sum() * info.world_size / cfg.global_batch).backward()
             loss_sum += per_sample.detach().sum()
         loss = distributed.all_reduce_mean(loss_sum / (hi - lo))
@@ -237,6 +251,8 @@ def train(cfg: TrainConfig) -> Path:
                 "mem_gb": _memory_gb(dev),
                 **routing_stats(rec),
             }
+            if repa is not None:
+                line["align_loss"] = distributed.all_reduce_mean(align_sum / (hi - lo)).item()
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(line) + "\n")
             t_last, steps_since = now, 0
@@ -255,6 +271,7 @@ def train(cfg: TrainConfig) -> Path:
                         "shape": list(data.latent_shape),
                     },
                     "rng": {"torch": torch.get_rng_state()},
+                    **({"projector": repa.projector.state_dict()} if repa is not None else {}),
                     "data_position": order.position_of(done),
                 }
                 path = ckpt_io.milestone_path(run_dir, done) if done in milestones else run_dir / "checkpoints" / ckpt_io.LATEST
@@ -264,6 +281,40 @@ def train(cfg: TrainConfig) -> Path:
         bar.close()
     _finish(run_dir, cfg, cfg.iterations, info)
     return run_dir
+
+
+class REPATrainer(torch.nn.Module):
+    """SiT plus REPA's projector as one trainable module (so DDP all-reduces both), and the frozen encoder.
+
+    forward returns (velocity, projected hidden state after block `repa_depth`); the hidden state is
+    captured by an observer, so the SiT forward itself is unchanged.
+    """
+
+    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, data: LatentCache, dev: torch.device) -> None:
+        super().__init__()
+        if not data.has_images:
+            data.images(torch.zeros(1, dtype=torch.long), torch.zeros(1))  # raises the error naming the fix
+        self.model = model
+        self.capture = HiddenCapture(cfg.repa_depth, model.depth, cfg.repa_state)
+        grid = model.x_embedder.grid_size
+        self.encoder = [build_encoder(cfg.repa_encoder, cfg.repa_encoder_weights, grid).to(dev)]  # a list: not a submodule
+        enc_tokens = self.encode(data.images(torch.zeros(1, dtype=torch.long), torch.zeros(1)).to(dev)).shape[1]
+        if enc_tokens != model.x_embedder.num_patches:
+            raise ConfigError(
+                f"REPA: the {cfg.repa_encoder} encoder gives {enc_tokens} tokens per image but {cfg.model} has "
+                f"{model.x_embedder.num_patches}; they must match token for token "
+                "(DINOv2-B/14 at 224 px gives 256 = SiT-*/2 at 256 px)"
+            )
+        self.projector = build_projector(model.hidden_size, self.encoder[0].dim, cfg.repa_projector_dim).to(dev)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder[0](images)
+
+    def forward(self, x, t, y, drop_labels=None):
+        with self.model.routing.observe(self.capture):
+            v = self.model(x, t, y, drop_labels=drop_labels)
+        hidden, self.capture.hidden = self.capture.hidden, None
+        return v, self.projector(hidden)
 
 
 def _finish(run_dir: Path, cfg: TrainConfig, step: int, info) -> None:

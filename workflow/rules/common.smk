@@ -59,7 +59,18 @@ def cache_args():
             args += [f"--{key.replace('_', '-')}", d[key]]
     if d["encoder"] == "sd-vae":
         args += ["--vae-path", GRID.assets_dir / "sd-vae-ft-ema"]
+    if GRID.needs_images:
+        args += ["--store-images", "true"]  # REPA's encoder reads the clean images
     return q(args)
+
+
+def train_inputs(w):
+    """The latent cache, plus REPA's frozen encoder weights for REPA runs."""
+    ins = [f"{R}/latents/index.json"]
+    if GRID.runs[(w.run, int(w.seed))].repa:
+        enc = GRID.data["repa"]["encoder"]
+        ins.append(str(GRID.repa_weights) if enc == "digits" else str(GRID.assets_dir / ".fetched"))
+    return ins
 
 
 def cell_inputs(w):

@@ -4,7 +4,7 @@
 
 rule train:
     input:
-        index=f"{R}/latents/index.json",
+        train_inputs,
     output:
         done=f"{R}/runs/{{run}}/seed{{seed}}/done.json",
     log:
