@@ -74,6 +74,10 @@ def make_decoder(latent: dict, vae_path: str | None, device: torch.device):
     if enc["name"] == "sd-vae":
         from dar.data.encoders import SDVAEEncoder
 
+        if not (vae_path or enc.get("path")):
+            raise ValueError(
+                "this checkpoint's latents are SD-VAE latents: pass --vae-path (python -m dar fetch-assets --only sd-vae-ft-ema)"
+            )
         vae = SDVAEEncoder(vae_path or enc["path"], device)
         return vae.decode, {**enc, "path": str(vae.path)}
     raise ValueError(f"checkpoint was trained on latents of unknown encoder {enc['name']!r}")
