@@ -97,6 +97,19 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         )
 
 
+def job_parser(
+    prog: str, doc: str | None, cls: type, presets: dict[str, dict[str, Any]] | None = None
+) -> argparse.ArgumentParser:
+    """The parser every job CLI shares: [--preset], --config FILE, --dry-run, and one flag per config field."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if presets:
+        p.add_argument("--preset", choices=sorted(presets), help="named starting point (default: none, the field defaults)")
+    p.add_argument("--config", help=f"JSON file of {cls.__name__} keys; flags override it")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    add_arguments(p, cls)
+    return p
+
+
 def resolve(
     cls: type[T],
     args: argparse.Namespace,

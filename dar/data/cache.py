@@ -23,7 +23,6 @@ index is written last, by whichever rank finds every shard complete.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dar.config import ConfigError, add_arguments, opt, resolve, to_dict
+from dar.config import ConfigError, job_parser, opt, resolve, to_dict
 from dar.data.encoders import IdentityEncoder, SDVAEEncoder
 from dar.io import write_json
 from dar.provenance import git_commit
@@ -181,13 +180,7 @@ def run(cfg: CacheConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m dar cache-latents", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--config", help="JSON file of CacheConfig keys (flags override it)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    add_arguments(p, CacheConfig)
-    args = p.parse_args(argv)
+    args = job_parser("python -m dar cache-latents", __doc__, CacheConfig).parse_args(argv)
     try:
         cfg = resolve(CacheConfig, args)
         if args.dry_run:

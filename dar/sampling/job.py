@@ -17,7 +17,6 @@ processes or the batch size.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dar.config import ConfigError, add_arguments, opt, resolve, to_dict
+from dar.config import ConfigError, job_parser, opt, resolve, to_dict
 from dar.io import write_json, write_npz
 from dar.provenance import environment
 from dar.sampling.grid import save_grid
@@ -162,13 +161,7 @@ def run(cfg: SampleConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m dar sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--config", help="JSON file of SampleConfig keys; flags override it")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    add_arguments(p, SampleConfig)
-    args = p.parse_args(argv)
+    args = job_parser("python -m dar sample", __doc__, SampleConfig).parse_args(argv)
     try:
         cfg = resolve(SampleConfig, args)
         cfg.validate()

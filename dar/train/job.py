@@ -14,18 +14,12 @@ import argparse
 import json
 import sys
 
-from dar.config import ConfigError, add_arguments, resolve, to_dict
+from dar.config import ConfigError, job_parser, resolve, to_dict
 from dar.train.config import PRESETS, TrainConfig
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
-    p = argparse.ArgumentParser(
-        prog="python -m dar train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--preset", choices=sorted(PRESETS), help="named starting point (default: none, the TrainConfig defaults)")
-    p.add_argument("--config", help="JSON file of TrainConfig keys; flags override it")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    add_arguments(p, TrainConfig)
+    p = job_parser("python -m dar train", __doc__, TrainConfig, PRESETS)
     args = p.parse_args(argv)
     cfg = resolve(TrainConfig, args, PRESETS)
     cfg.validate()
