@@ -27,6 +27,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/benchmarks.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -34,3 +35,4 @@ rule all:
     input:
         GRID.table_path,
         KERNEL_BENCH,
+        REPORT,

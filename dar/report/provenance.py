@@ -1,0 +1,200 @@
+"""What the report's provenance section shows: the resolved grid, every training run, the
+protocol of every cell and seed, package versions and commits, and run times per job.
+
+Read from the workflow's files only (results/<preset>/...): cell JSONs (protocols),
+runs/<run>/seed<k>/{config.json, metrics.jsonl, done.json}, logs/**/*.log (submitit
+timestamps of each job).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pandas as pd
+import yaml
+
+from dar.grid import Grid
+from dar.provenance import git_commit, package_versions
+from dar.report.figures import read_jsonl
+
+SUBMITIT_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})\)")
+
+
+def resolved_config(grid: Grid) -> str:
+    return yaml.safe_dump(grid.data, sort_keys=False, allow_unicode=True)
+
+
+def short(sha: str | None, n: int = 12) -> str:
+    return (sha or "")[:n]
+
+
+# --------------------------------------------------------------- training runs
+@dataclass
+class RunInfo:
+    run: str
+    seed: int
+    label: str
+    model: str
+    routing: str
+    iterations: int
+    status: str  # done | started | not started
+    step: int | None = None
+    sec_per_step: float | None = None
+    final_loss: float | None = None
+    config: str = ""  # the run's resolved TrainConfig (config.json), as YAML
+
+
+def training_runs(grid: Grid) -> list[RunInfo]:
+    out = []
+    for (run, seed), r in grid.runs.items():
+        d = grid.run_dir(run, seed)
+        info = RunInfo(run, seed, r.label, r.model, r.routing, r.iterations, "not started")
+        if (d / "config.json").is_file():
+            info.status = "started"
+            cfg = json.loads((d / "config.json").read_text())
+            info.config = yaml.safe_dump(cfg.get("config", cfg), sort_keys=True)
+        if (d / "metrics.jsonl").is_file():
+            recs = read_jsonl(d / "metrics.jsonl")
+            if recs:
+                info.step, info.final_loss = recs[-1].get("step"), recs[-1].get("loss")
+                times = [x["sec_per_step"] for x in recs if isinstance(x.get("sec_per_step"), (int, float))]
+                info.sec_per_step = statistics.median(times) if times else None
+        if (d / "done.json").is_file():
+            info.status = "done"
+        out.append(info)
+    return out
+
+
+# ------------------------------------------------------------ cell protocols
+@dataclass
+class Protocol:
+    """One seed of one done cell: everything users ask about when numbers differ."""
+
+    table: str
+    cell: str
+    seed: object
+    model: str = ""
+    routing: str = ""
+    iteration: object = ""
+    sampler: str = ""
+    nfe: str = ""
+    cfg_scale: object = ""
+    cfg_channels: object = ""
+    num_samples: object = ""
+    reference: str = ""
+    reference_sha256: str = ""
+    metric: str = ""  # feature extractor and its weights
+    metric_sha256: str = ""
+    torch_fidelity: str = ""
+    git_commit: str = ""
+    sample_seconds: float | None = None
+
+
+def cell_protocols(grid: Grid, df: pd.DataFrame) -> tuple[list[Protocol], list[dict], list[str]]:
+    """Protocol rows, the recorded environments, and notes about cell files that could not be read."""
+    rows, envs, notes = [], [], []
+    done = df[df["status"] == "done"] if "status" in df.columns else df.iloc[0:0]
+    for rec in done.to_dict(orient="records"):
+        path = grid.root / "cells" / rec["table"] / f"{rec['name']}.json"
+        try:
+            cell = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            notes.append(f"{path}: {e}")
+            continue
+        for i, p in enumerate(cell.get("protocols") or [{}]):
+            fe = p.get("feature_extractor", {})
+            ref = p.get("reference", {})
+            nfe = p.get("nfe_used") or [p.get("nfe", cell.get("nfe"))]
+            rows.append(
+                Protocol(
+                    table=cell["table"],
+                    cell=cell["name"],
+                    seed=p.get("seed", cell.get("seeds", ["?"])[i] if i < len(cell.get("seeds", [])) else "?"),
+                    model=p.get("model", cell.get("model", "")),
+                    routing=p.get("routing", cell.get("routing", "")),
+                    iteration=p.get("iteration", cell.get("iteration", "")),
+                    sampler=p.get("sampler", cell.get("sampler", "")),
+                    nfe=", ".join(str(x) for x in nfe),
+                    cfg_scale=p.get("cfg_scale", cell.get("cfg_scale", "")),
+                    cfg_channels=p.get("cfg_channels", ""),
+                    num_samples=p.get("num_samples", cell.get("num_samples", "")),
+                    reference=str(ref.get("path", "")),
+                    reference_sha256=str(ref.get("sha256", "")),
+                    metric=f"{fe.get('name', '?')} ({fe.get('feature_space', cell.get('feature_space', '?'))} features)",
+                    metric_sha256=str(fe.get("weights_sha256", "")),
+                    torch_fidelity=str(p.get("torch_fidelity", "")),
+                    git_commit=str(p.get("git_commit", cell.get("git_commit", ""))),
+                    sample_seconds=p.get("wall_seconds_last_rank"),
+                )
+            )
+            if p.get("environment"):
+                envs.append(p["environment"])
+    return rows, envs, notes
+
+
+# ------------------------------------------------------------------ versions
+@dataclass
+class Package:
+    name: str
+    here: str  # where the report was rendered
+    recorded: list[str] = field(default_factory=list)  # versions the cells' jobs ran with
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.recorded) and set(self.recorded) != {self.here}
+
+
+def package_table(envs: list[dict]) -> list[Package]:
+    here = package_versions()
+    names = list(here) + sorted({k for e in envs for k in e.get("packages", {})} - set(here))
+    return [
+        Package(n, here.get(n, "not installed"), sorted({e["packages"][n] for e in envs if n in e.get("packages", {})}))
+        for n in names
+    ]
+
+
+def commits(protocols: list[Protocol]) -> dict[str, object]:
+    recorded = sorted({p.git_commit for p in protocols if p.git_commit})
+    return {
+        "render": git_commit(),
+        "cells": recorded,
+        "dirty": any(c.endswith("-dirty") for c in recorded),
+    }
+
+
+# ------------------------------------------------------------------ job times
+@dataclass
+class Job:
+    name: str  # the log's path under results/<preset>/logs, without .log
+    started: str
+    seconds: float
+    state: str
+
+
+def job_times(grid: Grid) -> list[Job]:
+    """Wall time of every job that ran through the launcher: first to last submitit timestamp in its log."""
+    logs = grid.root / "logs"
+    out = []
+    for path in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
+        text = path.read_text(errors="replace")
+        stamps = [datetime.strptime(f"{d}.{ms}", "%Y-%m-%d %H:%M:%S.%f") for d, ms in SUBMITIT_TIME.findall(text)]
+        if not stamps:
+            continue  # a local rule (collate, report): no job timestamps
+        state = "finished" if "Job completed successfully" in text else ("failed" if "Traceback" in text else "unfinished")
+        name = str(path.relative_to(logs).with_suffix(""))
+        out.append(Job(name, stamps[0].strftime("%Y-%m-%d %H:%M:%S"), (stamps[-1] - stamps[0]).total_seconds(), state))
+    return sorted(out, key=lambda j: j.started)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"

@@ -1,0 +1,197 @@
+"""`python -m dar report`: render the HTML report of a preset.
+
+    python -m dar report --preset digits            # reports/digits/index.html, and reports/index.html
+    python -m dar report --preset smoke --screenshot docs/report-smoke.png
+
+Layout: one self-contained page per preset, reports/<preset>/index.html (figures embedded
+as data: URIs, no external resource, opens from the file system), and reports/index.html,
+a list of every preset page under reports/ with its scale and progress. The page is
+driven by the collated table results/<preset>/table.csv (`python -m dar collate`); when
+that does not exist yet, the cell JSONs are collated at render time, so a partial run
+still renders (pending cells, empty figure slots). Every string is HTML-escaped by Jinja.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html.parser
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from dar.grid import Grid, GridError
+from dar.io import atomic_path
+from dar.paper import paper_source
+from dar.report import provenance, slots
+from dar.report.tables import METRIC_LABELS, TITLES, build_tables, load_table, tolerance_text, tolerances
+
+FEATURES_TEXT = {
+    "digits": "digits-classifier features (digits FID / sFID / IS / precision / recall; not Inception)",
+    "inception": "Inception-v3 features, the ADM protocol (torch-fidelity), as the paper",
+}
+SCALE_TEXT = {
+    "digits": "the paper's grid scaled to 8×8 digits",
+    "imagenet256": "the paper's protocol (ImageNet 256, SiT-XL/2)",
+}
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("dar.report", "templates"),
+        autoescape=True,  # every string the page shows is escaped, whatever the file extension
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["duration"] = provenance.duration
+    return env
+
+
+def context(grid: Grid, df: pd.DataFrame, table_source: str, kernel: Path) -> dict:
+    tables = build_tables(grid, df)
+    protocols, envs, notes = provenance.cell_protocols(grid, df)
+    jobs = provenance.job_times(grid)
+    done, total = int((df["status"] == "done").sum()), len(df)
+    tol = tolerances(grid)
+    scale = grid.data["scale"]
+    return {
+        "preset": grid.preset,
+        "name": grid.data["name"],
+        "description": grid.data.get("description", ""),
+        "scale": scale,
+        "scale_text": SCALE_TEXT.get(scale, scale),
+        "features_text": FEATURES_TEXT.get(grid.features, grid.features),
+        "comparable": scale == "imagenet256",
+        "scale_warning": (
+            f"This is the {scale}-scale report: every number of ours is measured in a digits classifier's feature space "
+            "on a scaled-down grid. It checks that the pipeline and the trends reproduce; it cannot be compared with "
+            "the paper's ImageNet 256 Inception numbers, so no cell carries a delta."
+        ),
+        "done": done,
+        "total": total,
+        "pct": 0 if not total else round(100 * done / total),
+        "rendered": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "tables": tables,
+        "tolerance_rows": [(METRIC_LABELS[m], tolerance_text(t)) for m, t in tol.items()],
+        "tolerance_overridden": bool(grid.data["evaluation"].get("tolerance")),
+        "table_source": table_source,
+        "slots": [
+            slots.fig1b_slot(grid, df),
+            slots.loss_slot(grid),
+            *slots.diagnostics(grid),
+            slots.kernel_slot(grid, kernel),
+        ],
+        "samples": slots.sample_grids(grid),
+        "commits": provenance.commits(protocols),
+        "packages": provenance.package_table(envs),
+        "config": provenance.resolved_config(grid),
+        "runs": provenance.training_runs(grid),
+        "protocols": protocols,
+        "protocol_notes": notes,
+        "jobs": jobs,
+        "job_total": sum(j.seconds for j in jobs),
+        "paper_sources": [(TITLES[k], paper_source(k)) for k in TITLES],
+    }
+
+
+def render(grid: Grid, out: str | Path, table: str | Path | None = None, kernel: str | Path | None = None) -> Path:
+    """Write the preset's page; return its path."""
+    df, source = load_table(grid, table)
+    kernel = Path(kernel) if kernel else grid.root / "bench" / "kernel.json"
+    page = environment().get_template("index.html.j2").render(**context(grid, df, source, kernel))
+    write_page(out, page)
+    return Path(out)
+
+
+def write_page(path: str | Path, text: str) -> None:
+    """Atomically, readable by others as an ordinary file would be (the temporary file is 0600)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
+
+
+# ------------------------------------------------------------------- landing
+class _Meta(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.meta: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "meta" and (a.get("name") or "").startswith("dar-"):
+            self.meta[a["name"].removeprefix("dar-")] = a.get("content") or ""
+
+
+def render_landing(path: str | Path) -> Path:
+    """reports/index.html: every <preset>/index.html beside it, from the summary in its <meta> tags."""
+    path = Path(path)
+    pages = []
+    for page in sorted(path.parent.glob("*/index.html")):
+        parser = _Meta()
+        parser.feed(page.read_text(encoding="utf-8", errors="replace"))
+        m = parser.meta
+        if "preset" in m:
+            pages.append({**m, "href": page.relative_to(path.parent).as_posix()})
+    text = environment().get_template("landing.html.j2").render(pages=pages)
+    write_page(path, text)
+    return path
+
+
+# ----------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m dar report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--preset", default="digits", help="grid preset, workflow/config/<preset>.yaml or a path (default: digits)")
+    p.add_argument("--results", default="results", help="results root (default: results)")
+    p.add_argument(
+        "--table",
+        default=None,
+        help="collated table CSV (default: <results>/<preset>/table.csv; cells collated afresh if missing)",
+    )
+    p.add_argument("--kernel-bench", default=None, help="Fig. 6 benchmark JSON (default: <results>/<preset>/bench/kernel.json)")
+    p.add_argument("--out", default=None, help="page to write (default: reports/<preset>/index.html)")
+    p.add_argument(
+        "--landing",
+        default="reports/index.html",
+        help="list of every preset page to (re)write; 'none' to skip (default: reports/index.html)",
+    )
+    p.add_argument(
+        "--screenshot", default=None, help="also save a PNG of the page's top 1400x2400 px (needs chromium; default: none)"
+    )
+    args = p.parse_args(argv)
+    try:
+        grid = Grid.load(args.preset, results=args.results)
+    except GridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("reports") / grid.data["name"] / "index.html")
+    try:
+        render(grid, out, args.table, args.kernel_bench)
+    except ValueError as e:  # e.g. a bad evaluation.tolerance
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"[report] {out}: open file://{out.resolve()} in a browser")
+    if args.landing.lower() != "none":
+        print(f"[report] {render_landing(args.landing)}: every preset page under {Path(args.landing).parent}/")
+    if args.screenshot:
+        from dar.report.browser import Browser, BrowserError
+
+        try:
+            with Browser() as b:
+                page = b.open(out, screenshot=args.screenshot)
+        except BrowserError as e:
+            print(f"error: screenshot: {e}", file=sys.stderr)
+            return 1
+        for err in page.errors:
+            print(f"[report] browser: {err}", file=sys.stderr)
+        print(f"[report] {args.screenshot}: screenshot ({len(page.errors)} console error(s))")
+    return 0

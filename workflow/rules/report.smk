@@ -1,0 +1,30 @@
+# The HTML report: reports/<preset>/index.html (self-contained: figures embedded) and reports/index.html,
+# the list of every preset page. Diagnostics (Figs. 2, 3, 5, chunk-size theory) are read when they exist
+# and are not inputs: the page shows an empty slot with the command that makes each missing one.
+#   snakemake --report reports/provenance.zip    bundles the outputs wrapped in report() below
+
+REPORT = f"reports/{GRID.data['name']}/index.html"
+
+
+rule report:
+    input:
+        table=GRID.table_path,
+        kernel=KERNEL_BENCH,
+    output:
+        html=report(
+            REPORT,
+            category="Report",
+            labels={"preset": GRID.data["name"], "page": "tables, figures, provenance"},
+        ),
+        landing=report("reports/index.html", category="Report", labels={"preset": "all", "page": "list of presets"}),
+    log:
+        f"{R}/logs/report.log",
+    params:
+        preset=PRESET,
+        results=GRID.results,
+    conda:
+        ENV
+    localrule: True
+    shell:
+        "python -m dar report --preset {params.preset} --results {params.results} --table {input.table} "
+        "--kernel-bench {input.kernel} --out {output.html} --landing {output.landing} > {log} 2>&1"
