@@ -35,4 +35,5 @@ rule all:
     input:
         GRID.table_path,
         KERNEL_BENCH,
+        DIAGNOSTICS,
         REPORT,

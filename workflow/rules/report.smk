@@ -1,6 +1,6 @@
 # The HTML report: reports/<preset>/index.html (self-contained: figures embedded) and reports/index.html,
-# the list of every preset page. Diagnostics (Figs. 2, 3, 5, chunk-size theory) are read when they exist
-# and are not inputs: the page shows an empty slot with the command that makes each missing one.
+# the list of every preset page. Diagnostics (Figs. 2, 3, 5, chunk-size theory) of the preset are inputs;
+# `python -m dar report` run by hand shows an empty slot with the command for each missing one.
 #   snakemake --report reports/provenance.zip    bundles the outputs wrapped in report() below
 
 REPORT = f"reports/{GRID.data['name']}/index.html"
@@ -10,6 +10,7 @@ rule report:
     input:
         table=GRID.table_path,
         kernel=KERNEL_BENCH,
+        diagnostics=DIAGNOSTICS,  # rendered into the figure slots (empty when the preset has none)
     output:
         html=report(
             REPORT,
