@@ -136,7 +136,8 @@ def submit(args: argparse.Namespace, job_args: list[str]) -> int:
 
     job = _reattach(folder, name, args.cluster)
     if job is None:
-        ex = submitit.AutoExecutor(folder=folder, cluster=args.cluster)
+        ctor = {"slurm_max_num_timeout": args.max_requeues} if args.cluster == "slurm" else {}  # submitit's default: 3
+        ex = submitit.AutoExecutor(folder=folder, cluster=args.cluster, **ctor)
         params = dict(
             name=name,
             timeout_min=int(args.time_min),
@@ -149,8 +150,6 @@ def submit(args: argparse.Namespace, job_args: list[str]) -> int:
         if args.mem_gb:
             params["mem_gb"] = args.mem_gb
         if args.cluster == "slurm":
-            if args.job in REQUEUE_JOBS:
-                params["slurm_max_num_timeout"] = args.max_requeues  # submitit's default allows only a few
             if args.partition:
                 params["slurm_partition"] = args.partition
             if args.account:
