@@ -1,7 +1,7 @@
 """`python -m dar report`: render the HTML report of a preset.
 
     python -m dar report --preset digits            # reports/digits/index.html, and reports/index.html
-    python -m dar report --preset smoke --screenshot docs/report-smoke.png
+    python -m dar report --preset smoke --screenshot /tmp/report-smoke.png
 
 Layout: one self-contained page per preset, reports/<preset>/index.html (figures embedded
 as data: URIs, no external resource, opens from the file system), and reports/index.html,
