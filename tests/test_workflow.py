@@ -106,7 +106,8 @@ def test_killed_workflow_resumes_training_and_reruns_nothing_finished(tmp_path):
     proc.wait()
     assert not (res_dir / "smoke" / "runs" / "sit" / "seed0" / "done.json").exists()
     snakemake("--unlock", "--cores", "1", "--config", f"preset={grid}", f"results={res_dir}")
-    rerun = snakemake("--cores", "2", "--config", f"preset={grid}", f"results={res_dir}", check=False)
+    # jobs killed mid-way (training, and whatever ran beside it) are "incomplete": rerun them
+    rerun = snakemake("--cores", "2", "--rerun-incomplete", "--config", f"preset={grid}", f"results={res_dir}", check=False)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     log = (res_dir / "smoke" / "logs" / "train" / "sit_seed0.log").read_text()
     assert "resuming from" in log
