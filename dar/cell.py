@@ -43,18 +43,10 @@ def cell_result(grid: Grid, cell: Cell, evals: list[dict]) -> dict:
     comparable = scale == "imagenet256"
     delta = {k: metrics[k]["mean"] - v for k, v in paper.items() if k in metrics} if comparable else {}
     return {
-        "table": cell.table,
-        "name": cell.name,
-        "run": cell.run,
+        **cell.describe(),
         "label": grid.data["runs"][cell.run].get("label", cell.run),
         "routing": grid.data["runs"][cell.run]["routing"],
         "model": grid.runs[(cell.run, cell.seeds[0])].model,
-        "iteration": cell.iteration,
-        "sampler": cell.sampler,
-        "cfg": cell.cfg,
-        "cfg_scale": cell.cfg_scale,
-        "nfe": cell.nfe,
-        "num_samples": cell.num_samples,
         "seeds": list(cell.seeds),
         "preset": grid.preset,
         "scale": scale,

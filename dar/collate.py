@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import pandas as pd
 
-from dar.grid import Grid, GridError
+from dar.grid import Grid, load_for_cli
 from dar.io import atomic_path, write_json
 
 METRICS = ("fid", "sfid", "is", "precision", "recall")
@@ -25,18 +24,7 @@ def collate(grid: Grid) -> pd.DataFrame:
     rows = []
     for cell in grid.cells:
         path = grid.cell_path(cell)
-        row = {
-            "table": cell.table,
-            "name": cell.name,
-            "run": cell.run,
-            "iteration": cell.iteration,
-            "sampler": cell.sampler,
-            "cfg": cell.cfg,
-            "cfg_scale": cell.cfg_scale,
-            "nfe": cell.nfe,
-            "num_samples": cell.num_samples,
-            "path": str(path),
-        }
+        row = {**cell.describe(), "path": str(path)}
         if not path.is_file():
             rows.append({**row, "status": "pending", "command": f"snakemake {path} --cores 2 --config preset={grid.preset}"})
             continue
@@ -68,10 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results", help="results root (default: results)")
     p.add_argument("--out", default=None, help="CSV to write (default: results/<preset>/table.csv; JSON beside it)")
     args = p.parse_args(argv)
-    try:
-        grid = Grid.load(args.preset, results=args.results)
-    except GridError as e:
-        print(f"error: {e}", file=sys.stderr)
+    grid = load_for_cli(args.preset, args.results)
+    if grid is None:
         return 2
     df = collate(grid)
     out = args.out or grid.table_path

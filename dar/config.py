@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def opt(default: Any, help: str, **kw: Any) -> Any:
@@ -108,6 +111,26 @@ def job_parser(
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     add_arguments(p, cls)
     return p
+
+
+def run_job(cls: type[T], args: argparse.Namespace, job: Callable[[T], R], print_result: Callable[[T, R], None]) -> int:
+    """A job's main(): resolve -> validate (if cls has it) -> print the config (--dry-run) or print_result(cfg, job(cfg)).
+
+    Returns 0, or 2 with an `error: ...` line on stderr for bad input found while resolving or running.
+    """
+    try:
+        cfg = resolve(cls, args)
+        if hasattr(cfg, "validate"):
+            cfg.validate()
+        if args.dry_run:
+            print(json.dumps(to_dict(cfg), indent=2))
+            return 0
+        result = job(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_result(cfg, result)
+    return 0
 
 
 def resolve(

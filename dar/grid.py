@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -80,6 +81,20 @@ class Cell:
     nfe: int
     num_samples: int
     seeds: tuple[int, ...]
+
+    def describe(self) -> dict[str, Any]:
+        """The fields that identify the cell: in its result JSON and the first columns of the collated table."""
+        return {
+            "table": self.table,
+            "name": self.name,
+            "run": self.run,
+            "iteration": self.iteration,
+            "sampler": self.sampler,
+            "cfg": self.cfg,
+            "cfg_scale": self.cfg_scale,
+            "nfe": self.nfe,
+            "num_samples": self.num_samples,
+        }
 
     def sample_keys(self) -> list[SampleKey]:
         return [
@@ -313,6 +328,15 @@ class Grid:
         if self.data["train"].get("device"):
             flags["device"] = self.data["train"]["device"]
         return [item for k, v in flags.items() for item in (f"--{k.replace('_', '-')}", _flag(v))]
+
+
+def load_for_cli(preset: str, results: str | Path) -> Grid | None:
+    """Grid.load for a command's main(): on a GridError, print it to stderr and return None (exit status 2)."""
+    try:
+        return Grid.load(preset, results=results)
+    except GridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
 
 
 def _flag(v: Any) -> str:

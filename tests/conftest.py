@@ -41,6 +41,27 @@ def tiny_batch(model, batch: int = 3, seed: int = 1):
     return x, t, y
 
 
+def tiny_cfg(cache, out, **kw):
+    """A 6-iteration fp32 CPU SiT-T/2 training config on `cache`, checkpointing at 3; `kw` overrides."""
+    from dar.train import TrainConfig
+
+    base = dict(
+        data=str(cache),
+        out=str(out),
+        model="SiT-T/2",
+        global_batch=16,
+        iterations=6,
+        ckpt_every=3,
+        log_every=2,
+        lr=1e-3,
+        precision="fp32",
+        device="cpu",
+        deterministic=True,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

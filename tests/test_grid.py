@@ -49,6 +49,16 @@ def test_readable_cell_paths_and_shared_samples():
     assert len(grid.sample_keys()) < len(grid.cells)
 
 
+def test_cell_describe_is_the_collated_tables_first_columns(tmp_path):
+    from dar.collate import collate
+
+    grid = Grid.load("smoke", results=tmp_path)
+    cell = grid.cell("table1", "static-c4_ode_cfg1.5")
+    ids = ["table", "name", "run", "iteration", "sampler", "cfg", "cfg_scale", "nfe", "num_samples"]
+    assert list(cell.describe()) == ids and cell.describe()["cfg_scale"] == 1.5
+    assert list(collate(grid).columns[: len(ids) + 1]) == [*ids, "path"]
+
+
 def test_train_and_sample_args_are_valid_commands():
     from dar.sampling.job import SampleConfig
     from dar.train.job import parse
@@ -105,3 +115,12 @@ def test_cells_command_prints_paths_and_rerun_commands(capsys):
     assert "results/smoke/cells/table1/static-c4_ode_cfg1.5.json" in out
     assert "snakemake results/smoke/cells/table1/static-c4_ode_cfg1.5.json --force" in out
     assert cells_main(["--preset", "nope"]) == 2
+
+
+def test_commands_name_a_bad_preset_on_stderr(capsys):
+    from dar.collate import main as collate_main
+    from dar.report.render import main as report_main
+
+    for main in (collate_main, report_main):
+        assert main(["--preset", "nope"]) == 2
+        assert capsys.readouterr().err.startswith("error: preset: no grid file")

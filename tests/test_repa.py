@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import randomize, tiny_batch, tiny_model
+from conftest import randomize, tiny_batch, tiny_cfg, tiny_model
 from dar.config import ConfigError
 from dar.data.cache import CacheConfig
 from dar.data.cache import run as cache_run
 from dar.repa import HiddenCapture, alignment_loss, build_projector
 from dar.repa.dinov2 import DinoV2, load_dinov2_vitb14
-from dar.train import TrainConfig, train
 from dar.train import checkpoint as ckpt_io
+from dar.train import train
 
 
 def test_alignment_loss_known_values():
@@ -107,27 +107,16 @@ def repa_setup(tmp_path_factory, digits_net_path):
 
 
 def repa_cfg(root, weights, out, **kw):
-    base = dict(
-        data=str(root / "lat"),
-        out=str(out),
-        model="SiT-T/2",
+    repa = dict(
         routing="dar-static-c4-repa",
-        global_batch=16,
-        iterations=6,
-        ckpt_every=3,
         log_every=3,
-        lr=1e-3,
-        precision="fp32",
-        device="cpu",
-        deterministic=True,
         repa=True,
         repa_encoder="digits",
         repa_encoder_weights=str(weights),
         repa_depth=2,
         repa_projector_dim=64,
     )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_cfg(root / "lat", out, **{**repa, **kw})
 
 
 def test_repa_run_trains_checkpoints_projector_and_resumes_exactly(repa_setup, tmp_path):

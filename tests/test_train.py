@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_cfg
 from dar.config import ConfigError
 from dar.data.cache import CacheConfig, run
-from dar.train import TrainConfig, TrainingDiverged, train
+from dar.train import TrainingDiverged, train
 from dar.train import checkpoint as ckpt_io
 from dar.train.job import main as train_main
 from dar.train.loop import DataOrder
@@ -30,24 +31,6 @@ def digits_cache(tmp_path_factory):
     out = tmp_path_factory.mktemp("latents") / "digits"
     run(CacheConfig(dataset="digits", out=str(out)))
     return out
-
-
-def tiny_cfg(cache, out, **kw):
-    base = dict(
-        data=str(cache),
-        out=str(out),
-        model="SiT-T/2",
-        global_batch=16,
-        iterations=6,
-        ckpt_every=3,
-        log_every=2,
-        lr=1e-3,
-        precision="fp32",
-        device="cpu",
-        deterministic=True,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def weights(run_dir, name="model"):

@@ -23,7 +23,6 @@ index is written last, by whichever rank finds every shard complete.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dar.config import ConfigError, job_parser, opt, resolve, to_dict
+from dar.config import ConfigError, job_parser, opt, run_job
 from dar.data.encoders import IdentityEncoder, SDVAEEncoder
 from dar.io import write_json
 from dar.provenance import git_commit
@@ -179,17 +178,11 @@ def run(cfg: CacheConfig) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = job_parser("python -m dar cache-latents", __doc__, CacheConfig).parse_args(argv)
-    try:
-        cfg = resolve(CacheConfig, args)
-        if args.dry_run:
-            print(json.dumps(to_dict(cfg), indent=2))
-            return 0
-        out = run(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def print_result(cfg: CacheConfig, out: Path) -> None:
     done = (out / INDEX).is_file()
     print(f"latent cache {'complete' if done else 'partial (other ranks still writing)'}: {out}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_parser("python -m dar cache-latents", __doc__, CacheConfig).parse_args(argv)
+    return run_job(CacheConfig, args, run, print_result)

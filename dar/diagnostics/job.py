@@ -40,15 +40,13 @@ t grid is reported as well, so the other reading is in the JSON too.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from dar.config import ConfigError, add_arguments, opt, resolve, to_dict
+from dar.config import ConfigError, job_parser, opt, run_job, to_dict
 from dar.io import write_json
 
 FIGURES = ("fig2", "fig3", "fig5", "chunk_theory")
@@ -148,6 +146,22 @@ def load_model(path: str, ema: bool, device: torch.device):
     return model.to(device).eval(), record
 
 
+def load_grid_pairs(cfg: DiagnoseConfig) -> tuple[list[float], list]:
+    """(the t grid, the (image, noise) pairs) every figure but chunk_theory measures on."""
+    from dar.diagnostics.pairs import load_pairs, t_grid
+
+    return t_grid(cfg.t_grid), load_pairs(cfg.data, cfg.num_samples, cfg.seed)
+
+
+def role_models(cfg: DiagnoseConfig, device: torch.device):
+    """(role, model, run record) for each of --baseline, --dar that is given, loaded one at a time."""
+    for role in ("baseline", "dar"):
+        path = getattr(cfg, role)
+        if path:
+            model, rec = load_model(path, cfg.ema, device)
+            yield role, model, rec
+
+
 def pairs_protocol(cfg: DiagnoseConfig, ts: list[float], device: torch.device) -> dict:
     return {
         "data": cfg.data,
@@ -171,16 +185,10 @@ def pairs_protocol(cfg: DiagnoseConfig, ts: list[float], device: torch.device) -
 
 def run_fig2(cfg: DiagnoseConfig, device: torch.device) -> dict:
     from dar.diagnostics import flow
-    from dar.diagnostics.pairs import load_pairs, t_grid
 
-    ts = t_grid(cfg.t_grid)
-    pairs = load_pairs(cfg.data, cfg.num_samples, cfg.seed)
+    ts, pairs = load_grid_pairs(cfg)
     ours, runs, summary = {}, {}, []
-    for role in ("baseline", "dar"):
-        path = getattr(cfg, role)
-        if not path:
-            continue
-        model, rec = load_model(path, cfg.ema, device)
+    for role, model, rec in role_models(cfg, device):
         stats = flow.flow_stats(model, pairs, ts, cfg.batch_size, device)
         ref = flow.at_t(stats, cfg.t_reference)
         ours[role] = {"label": rec["label"], "at_t": ref, "over_t": stats}
@@ -225,17 +233,11 @@ def run_fig2(cfg: DiagnoseConfig, device: torch.device) -> dict:
 
 def run_fig3(cfg: DiagnoseConfig, device: torch.device) -> dict:
     from dar.diagnostics import importance
-    from dar.diagnostics.pairs import load_pairs, t_grid
 
-    ts = t_grid(cfg.t_grid)
-    pairs = load_pairs(cfg.data, cfg.num_samples, cfg.seed)
+    ts, pairs = load_grid_pairs(cfg)
     ours, runs, summary = {}, {}, []
     layers: list[int] = []
-    for role in ("baseline", "dar"):
-        path = getattr(cfg, role)
-        if not path:
-            continue
-        model, rec = load_model(path, cfg.ema, device)
+    for role, model, rec in role_models(cfg, device):
         L = model.routing.num_sublayers
         layers = sorted(cfg.layers) if cfg.layers else importance.default_layers(L)
         bad = [l for l in layers if not 1 <= l <= L]
@@ -273,10 +275,8 @@ def run_fig3(cfg: DiagnoseConfig, device: torch.device) -> dict:
 
 def run_fig5(cfg: DiagnoseConfig, device: torch.device) -> dict:
     from dar.diagnostics import probe
-    from dar.diagnostics.pairs import load_pairs, t_grid
 
-    ts = t_grid(cfg.t_grid)
-    pairs = load_pairs(cfg.data, cfg.num_samples, cfg.seed)
+    ts, pairs = load_grid_pairs(cfg)
     model, rec = load_model(cfg.probe, cfg.ema, device)
     res = probe.timestep_probe(model, pairs, ts, cfg.batch_size, device, cfg.test_fraction, cfg.probe_alpha, cfg.seed)
     protocol = {
@@ -352,25 +352,12 @@ def run(cfg: DiagnoseConfig) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m dar diagnose", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--config", help="JSON file of DiagnoseConfig keys; flags override it (default: none)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit (default: off)")
-    add_arguments(p, DiagnoseConfig)
-    args = p.parse_args(argv)
-    try:
-        cfg = resolve(DiagnoseConfig, args)
-        cfg.validate()
-        if args.dry_run:
-            print(json.dumps(to_dict(cfg), indent=2))
-            return 0
-        result = run(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def print_result(cfg: DiagnoseConfig, result: dict) -> None:
     for line in result["summary"]:
         print(f"[diagnose] {line}")
     print(f"[diagnose] wrote {cfg.out} and {Path(cfg.out).with_suffix('.png')}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_parser("python -m dar diagnose", __doc__, DiagnoseConfig).parse_args(argv)
+    return run_job(DiagnoseConfig, args, run, print_result)

@@ -31,14 +31,25 @@ def _save(fig, out: str | Path) -> Path:
     return Path(out)
 
 
-def _heatmap(ax, values: np.ndarray, ts: list[float], ylabels: list, **kw):
-    """values [rows, t]; t along x, rows along y (row 0 at the bottom)."""
+def _finish(fig, result: dict, out: str | Path) -> Path:
+    """The result's title over the whole figure, tight layout, PNG."""
+    fig.suptitle(result["title"], fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _heatmap(fig, ax, values: np.ndarray, ts: list[float], ylabels: list, title: str, ylabel: str, **kw):
+    """values [rows, t]; t along x, rows along y (row 0 at the bottom), with colour bar and labels; returns the colour bar."""
     im = ax.imshow(values, aspect="auto", origin="lower", interpolation="nearest", **kw)
     step = max(1, len(ts) // 6)
     ax.set_xticks(range(0, len(ts), step), [f"{t:g}" for t in ts[::step]])
     ystep = max(1, len(ylabels) // 10)
     ax.set_yticks(range(0, len(ylabels), ystep), [str(v) for v in ylabels[::ystep]])
-    return im
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("t (0 noise, 1 data)")
+    ax.set_ylabel(ylabel)
+    return cbar
 
 
 # ---------------------------------------------------------------------------
@@ -92,19 +103,15 @@ def plot_fig2(result: dict, out: str | Path) -> Path:
             a = arrays[role]
             ylabels = list(range(1, a.shape[0] + 1))
             if stat == "cos":
-                im = _heatmap(ax, a, over["t"], ylabels, cmap="viridis", vmin=lo, vmax=hi)
+                cmap_kw = dict(cmap="viridis", vmin=lo, vmax=hi)
             else:
-                im = _heatmap(ax, a, over["t"], ylabels, cmap="magma", norm=LogNorm(vmin=max(lo, 1e-30), vmax=hi))
-            cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+                cmap_kw = dict(cmap="magma", norm=LogNorm(vmin=max(lo, 1e-30), vmax=hi))
+            title = f"{result['ours'][role]['label']}: {titles[j]}"
+            cbar = _heatmap(fig, ax, a, over["t"], ylabels, title, "block k", **cmap_kw)
             if stat == "cos":
                 cbar.formatter.set_useOffset(False)
                 cbar.update_ticks()
-            ax.set_title(f"{result['ours'][role]['label']}: {titles[j]}", fontsize=9)
-            ax.set_xlabel("t (0 noise, 1 data)")
-            ax.set_ylabel("block k")
-    fig.suptitle(result["title"], fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out)
+    return _finish(fig, result, out)
 
 
 # ---------------------------------------------------------------------------
@@ -125,22 +132,19 @@ def plot_fig3(result: dict, out: str | Path) -> Path:
             vals = np.asarray(m["values"])  # [sources, t]
             ylabels = [f"v{s}" for s in m["sources"]]
             if r["kind"] == "gate_gradient":
-                imp = -vals / np.maximum(np.abs(vals).max(axis=0, keepdims=True), 1e-30)  # per-t normalised -dL/dg
-                im = _heatmap(ax, imp, r["t"], ylabels, cmap="RdBu_r", vmin=-1, vmax=1)
+                shown = -vals / np.maximum(np.abs(vals).max(axis=0, keepdims=True), 1e-30)  # per-t normalised -dL/dg
+                cmap_kw = dict(cmap="RdBu_r", vmin=-1, vmax=1)
                 cb = "-dL/dg (each t column / its max |.|)"
                 note = ""
             else:  # colours span this map's range, so small shifts with t stay visible; the title gives the range
-                im = _heatmap(ax, vals, r["t"], ylabels, cmap="viridis", vmin=vals.min(), vmax=max(vals.max(), vals.min() + 1e-6))
+                shown = vals
+                cmap_kw = dict(cmap="viridis", vmin=vals.min(), vmax=max(vals.max(), vals.min() + 1e-6))
                 cb = "alpha (mean over pairs and tokens)"
                 note = f"\nalpha in [{vals.min():.3f}, {vals.max():.3f}], uniform {1 / vals.shape[0]:.3f}"
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label(cb, fontsize=7)
             block, kind = (l + 1) // 2, "attn" if l % 2 else "MLP"
-            ax.set_title(f"{r['label']}: sublayer {l} (block {block} {kind}){note}", fontsize=9)
-            ax.set_xlabel("t (0 noise, 1 data)")
-            ax.set_ylabel("source")
-    fig.suptitle(result["title"], fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out)
+            title = f"{r['label']}: sublayer {l} (block {block} {kind}){note}"
+            _heatmap(fig, ax, shown, r["t"], ylabels, title, "source", **cmap_kw).set_label(cb, fontsize=7)
+    return _finish(fig, result, out)
 
 
 # ---------------------------------------------------------------------------
@@ -241,9 +245,7 @@ def plot_chunk_theory(result: dict, out: str | Path) -> Path:
     bx.set_title("S* grows as sqrt(L)", fontsize=9)
     bx.grid(alpha=0.3)
     bx.legend(fontsize=7)
-    fig.suptitle(result["title"], fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out)
+    return _finish(fig, result, out)
 
 
 PLOTS = {"fig2": plot_fig2, "fig3": plot_fig3, "fig5": plot_fig5, "chunk_theory": plot_chunk_theory}

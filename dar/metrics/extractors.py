@@ -24,6 +24,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -102,8 +103,36 @@ def _require_weights_path(path: str | None, what: str, fix: str) -> Path:
     return Path(path)
 
 
-class InceptionSFID(FeatureExtractorBase):
+class _DarExtractor(FeatureExtractorBase):
+    """torch-fidelity's class-level queries, answered from the class attributes each extractor sets."""
+
+    PROVIDED_FEATURES: ClassVar[tuple[str, ...]]
+    DEFAULT_LAYERS: ClassVar[dict[str, str]]  # metric -> feature name
+    INPUT_SHAPE: ClassVar[tuple[int, int, int]]  # (C, H, W) of the uint8 compile dummy
+
+    @classmethod
+    def get_provided_features_list(cls):
+        return cls.PROVIDED_FEATURES
+
+    @classmethod
+    def get_default_feature_layer_for_metric(cls, metric):
+        return cls.DEFAULT_LAYERS[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @classmethod
+    def get_dummy_input_for_compile(cls):
+        return torch.zeros(1, *cls.INPUT_SHAPE, dtype=torch.uint8)
+
+
+class InceptionSFID(_DarExtractor):
     """torch-fidelity's InceptionV3 with the extra 'sfid' feature hooked from Mixed_6d.branch1x1."""
+
+    PROVIDED_FEATURES = ("64", "192", "768", "2048", "logits_unbiased", "logits", SFID_LAYER)
+    DEFAULT_LAYERS: ClassVar[dict[str, str]] = {"isc": "logits_unbiased", "fid": "2048", "kid": "2048", "prc": "2048"}
+    INPUT_SHAPE = (3, 4, 4)
 
     def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None, **kwargs):
         super().__init__(name, features_list)
@@ -135,25 +164,13 @@ class InceptionSFID(FeatureExtractorBase):
         self._spatial = None
         return tuple(out[f] for f in self.features_list)
 
-    @staticmethod
-    def get_provided_features_list():
-        return "64", "192", "768", "2048", "logits_unbiased", "logits", SFID_LAYER
 
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits_unbiased", "fid": "2048", "kid": "2048", "prc": "2048"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
-
-
-class DigitsFeatures(FeatureExtractorBase):
+class DigitsFeatures(_DarExtractor):
     """The digits classifier as a torch-fidelity extractor: 'features' [N, 64], 'logits' [N, 10], 'sfid' [N, 448]."""
+
+    PROVIDED_FEATURES = ("features", "logits", SFID_LAYER)
+    DEFAULT_LAYERS: ClassVar[dict[str, str]] = {"isc": "logits", "fid": "features", "kid": "features", "prc": "features"}
+    INPUT_SHAPE = (1, 8, 8)
 
     def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None, **kwargs):
         super().__init__(name, features_list)
@@ -171,22 +188,6 @@ class DigitsFeatures(FeatureExtractorBase):
         spatial, features, logits = self.net(self._to_input(x))
         out = {"features": features, "logits": logits, SFID_LAYER: spatial_flatten(spatial)}
         return tuple(out[f] for f in self.features_list)
-
-    @staticmethod
-    def get_provided_features_list():
-        return "features", "logits", SFID_LAYER
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits", "fid": "features", "kid": "features", "prc": "features"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
 
 
 _EXTRACTOR_CLASSES = {"dar-inception-v3": InceptionSFID, "dar-digits": DigitsFeatures}

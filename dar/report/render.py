@@ -24,7 +24,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from dar.grid import Grid, GridError
+from dar.grid import Grid, load_for_cli
 from dar.io import atomic_path
 from dar.paper import paper_source
 from dar.report import provenance, slots
@@ -168,10 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         "--screenshot", default=None, help="also save a PNG of the page's top 1400x2400 px (needs chromium; default: none)"
     )
     args = p.parse_args(argv)
-    try:
-        grid = Grid.load(args.preset, results=args.results)
-    except GridError as e:
-        print(f"error: {e}", file=sys.stderr)
+    grid = load_for_cli(args.preset, args.results)
+    if grid is None:
         return 2
     out = Path(args.out or Path("reports") / grid.data["name"] / "index.html")
     try:

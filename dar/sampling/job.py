@@ -17,7 +17,6 @@ processes or the batch size.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dar.config import ConfigError, job_parser, opt, resolve, to_dict
+from dar.config import ConfigError, job_parser, opt, run_job
 from dar.io import write_json, write_npz
 from dar.provenance import environment
 from dar.sampling.grid import save_grid
@@ -160,18 +159,11 @@ def run(cfg: SampleConfig) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = job_parser("python -m dar sample", __doc__, SampleConfig).parse_args(argv)
-    try:
-        cfg = resolve(SampleConfig, args)
-        cfg.validate()
-        if args.dry_run:
-            print(json.dumps(to_dict(cfg), indent=2))
-            return 0
-        out = run(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def print_result(cfg: SampleConfig, out: Path) -> None:
     if out.is_file():
         print(f"[sample] wrote {out} ({cfg.num_samples} samples)")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_parser("python -m dar sample", __doc__, SampleConfig).parse_args(argv)
+    return run_job(SampleConfig, args, run, print_result)

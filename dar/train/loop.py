@@ -292,13 +292,13 @@ class REPATrainer(torch.nn.Module):
 
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, data: LatentCache, dev: torch.device) -> None:
         super().__init__()
-        if not data.has_images:
-            data.images(torch.zeros(1, dtype=torch.long), torch.zeros(1))  # raises the error naming the fix
+        # one image, to count the encoder's tokens; a cache without images raises the error naming the fix
+        sample = data.images(torch.zeros(1, dtype=torch.long), torch.zeros(1))
         self.model = model
         self.capture = HiddenCapture(cfg.repa_depth, model.depth, cfg.repa_state)
         grid = model.x_embedder.grid_size
         self.encoder = [build_encoder(cfg.repa_encoder, cfg.repa_encoder_weights, grid).to(dev)]  # a list: not a submodule
-        enc_tokens = self.encode(data.images(torch.zeros(1, dtype=torch.long), torch.zeros(1)).to(dev)).shape[1]
+        enc_tokens = self.encode(sample.to(dev)).shape[1]
         if enc_tokens != model.x_embedder.num_patches:
             raise ConfigError(
                 f"REPA: the {cfg.repa_encoder} encoder gives {enc_tokens} tokens per image but {cfg.model} has "
