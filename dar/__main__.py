@@ -21,6 +21,7 @@ COMMANDS = {
     "diagnose": ("dar.diagnostics.job", "diagnostics of cross-layer information flow (Figs. 2, 3, 5, chunk-size theory)"),
     "report": ("dar.report.render", "render the HTML report of a preset (tables and figures, ours beside the paper's)"),
     "kernel-bench": ("kernels.bench", "Fig. 6 benchmark of the fused DAR aggregation kernel"),
+    "device-check": ("kernels.device_check", "the fused kernel's GPU checks as one time-boxed run (tests, Fig. 6, step ratio)"),
     "kernel-compile": ("kernels.aot", "compile the fused kernels for a CUDA target without a GPU: registers, spills, pipelining"),
 }
 

@@ -24,6 +24,10 @@ is given. Targets (H100/H200, N = 57): fwd >= 80 % and bwd >= 60 % of peak, spee
 >= 11.5x fwd / 8.5x bwd over naive, faster than compiled. The JSON reports what was
 measured; it never asserts the targets.
 
+With --out, what is measured so far is kept in `<name>.partial.json` beside it after
+every shape (a benchmark cut off keeps its numbers) and removed once --out is written;
+the final name only ever holds a complete run.
+
 --device cpu is a smoke mode for CI: tiny sizes, naive and compiled only (the Triton
 interpreter is not a performance path), wall-clock timing; its numbers are labelled
 CPU smoke numbers and say nothing about the paper's working point.
@@ -36,6 +40,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -255,6 +260,14 @@ def parse_args(argv):
     p.add_argument("--passes", nargs="+", choices=PASSES, default=list(PASSES), help="passes to time")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="dtype of the sources")
     p.add_argument("--compile-mode", default="max-autotune-no-cudagraphs", help="torch.compile mode of the compiled baseline")
+    p.add_argument(
+        "--compiled-sources",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run the compiled baseline only at these N (each shape is one compile, a minute or more with max-autotune); "
+        "default: every N",
+    )
     p.add_argument("--peak-tbps", type=float, default=None, help="peak HBM bandwidth in TB/s (default: known H100 SXM / H200)")
     p.add_argument("--warmup-ms", type=float, default=25.0, help="do_bench warm-up time per measurement (ms)")
     p.add_argument("--rep-ms", type=float, default=100.0, help="do_bench measurement time per measurement (ms)")
@@ -294,12 +307,31 @@ def main(argv: list[str] | None = None) -> int:
         peak, peak_note = peak_bandwidth(device_name, args.peak_tbps)
     print(f"kernel-bench on {device_name}: {peak_note}" + (f"\n{CPU_NOTE}" if smoke else ""), flush=True)
 
+    config = {
+        "batch": batches,
+        "sources": counts,
+        "tokens": T,
+        "dim": D,
+        "queries": args.queries,
+        "methods": methods,
+        "compiled_sources": args.compiled_sources,
+        "passes": args.passes,
+        "dtype": args.dtype,
+        "compile_mode": args.compile_mode,
+        "timing": "wall clock, median of --cpu-reps" if smoke else "triton.testing.do_bench, median and 20/80 % quantiles",
+        "warmup_ms": args.warmup_ms,
+        "rep_ms": args.rep_ms,
+    }
+    device_info = {"name": device_name, "peak_bandwidth_bytes_per_s": peak, "peak_bandwidth_source": peak_note}
+    partial = partial_path(args.out) if args.out else None
     records, memory = [], []
     for query in args.queries:
         for B in batches:
             for N in counts:
                 sources, q, w = make_inputs(query, N, B, T, D, dtype, device)
                 for name in methods:
+                    if name == "compiled" and args.compiled_sources and N not in args.compiled_sources:
+                        continue
                     key = {"method": name, "query": query, "N": N, "B": B}
                     try:
                         recs, mem = measure(build_method(name, args.compile_mode), sources, q, w, args, smoke)
@@ -317,49 +349,51 @@ def main(argv: list[str] | None = None) -> int:
                         memory.append({**key, "peak_bytes": mem})
                     if not smoke:
                         torch.cuda.empty_cache()
+                    if partial:  # what is measured so far survives a kill (never under the final name)
+                        write_json(partial, assemble(smoke, device_info, config, records, memory, [], complete=False))
                 del sources, q, w
 
-    speedups = compute_speedups(records)
-    reductions = compute_memory_reduction(memory)
     sweep = []
     if args.sweep:
         for query in args.queries:
             for B in batches:
                 sweep += sweep_configs(query, max(counts), B, T, D, dtype, args.warmup_ms, args.rep_ms)
-    result = {
-        "schema": "dar-kernel-bench/1",
-        "mode": "cpu-smoke" if smoke else "gpu",
-        "note": CPU_NOTE if smoke else "Fig. 6 reproduction at SiT-XL/2 sizes (see PAPER_FIG6 for the paper's numbers).",
-        "device": {"name": device_name, "peak_bandwidth_bytes_per_s": peak, "peak_bandwidth_source": peak_note},
-        "versions": versions(),
-        "config": {
-            "batch": batches,
-            "sources": counts,
-            "tokens": T,
-            "dim": D,
-            "queries": args.queries,
-            "methods": methods,
-            "passes": args.passes,
-            "dtype": args.dtype,
-            "compile_mode": args.compile_mode,
-            "timing": "wall clock, median of --cpu-reps" if smoke else "triton.testing.do_bench, median and 20/80 % quantiles",
-            "warmup_ms": args.warmup_ms,
-            "rep_ms": args.rep_ms,
-        },
-        "records": records,
-        "speedups": speedups,
-        "memory": memory,
-        "memory_reduction": reductions,
-        "targets": TARGETS,
-        "target_check": None if smoke else check_targets(records, speedups, peak),
-        "paper": PAPER_FIG6,
-        "sweep": sweep,
-    }
+    result = assemble(smoke, device_info, config, records, memory, sweep, complete=True)
+    speedups, reductions = result["speedups"], result["memory_reduction"]
     print_summary(speedups, reductions)
     if args.out:
         write_json(args.out, result)
+        partial.unlink(missing_ok=True)
         print(f"wrote {args.out}")
     return 0
+
+
+def partial_path(out: str | Path) -> Path:
+    """Where the results so far are kept while the benchmark runs: beside --out, never under its name."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.partial{out.suffix}")
+
+
+def assemble(smoke: bool, device: dict, config: dict, records: list, memory: list, sweep: list, complete: bool) -> dict:
+    """The benchmark's JSON: records, derived speedups and memory reductions, targets, the paper's numbers."""
+    speedups = compute_speedups(records)
+    return {
+        "schema": "dar-kernel-bench/1",
+        "complete": complete,
+        "mode": "cpu-smoke" if smoke else "gpu",
+        "note": CPU_NOTE if smoke else "Fig. 6 reproduction at SiT-XL/2 sizes (see PAPER_FIG6 for the paper's numbers).",
+        "device": device,
+        "versions": versions(),
+        "config": config,
+        "records": records,
+        "speedups": speedups,
+        "memory": memory,
+        "memory_reduction": compute_memory_reduction(memory),
+        "targets": TARGETS,
+        "target_check": None if smoke else check_targets(records, speedups, device["peak_bandwidth_bytes_per_s"]),
+        "paper": PAPER_FIG6,
+        "sweep": sweep,
+    }
 
 
 def versions() -> dict[str, str | None]:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,7 +62,9 @@ from dar.routing.aggregate import RMS_EPS, check_sources
 
 # Fixed when the kernels below are decorated: triton.jit builds interpreter
 # functions if TRITON_INTERPRET=1 is set when this module is imported.
-INTERPRET: bool = bool(triton.knobs.runtime.interpret)
+# (triton.knobs from Triton 3.4; the environment variable it reads before that)
+_knobs = getattr(triton, "knobs", None)
+INTERPRET: bool = bool(_knobs.runtime.interpret) if _knobs else os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 QUERY_STATIC, QUERY_SAMPLE, QUERY_TOKEN = 0, 1, 2  # query [D], [B, D], [B, T, D]
 

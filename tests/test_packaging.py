@@ -1,4 +1,4 @@
-"""pyproject.toml and environment.yml must list the same packages with the same pins."""
+"""Packaging: pyproject.toml and environment.yml list the same packages; the GPU path needs only torch, triton, numpy."""
 
 from __future__ import annotations
 
@@ -28,3 +28,34 @@ def test_torch_pins_admit_the_local_builds():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = {_name(r): r for r in project["dependencies"]}
     assert "2.14.1" in deps["torch"] and "0.29.1" in deps["torchvision"]
+
+
+# What the model library, the kernel and the GPU checks may import beside the standard library: a lent GPU
+# machine (and a user's own DiT codebase) has torch, triton and numpy, not the workflow's packages.
+GPU_PATH_MODULES = [
+    "dar.models",
+    "dar.routing",
+    "kernels.dar_aggregate",
+    "kernels.bench",
+    "kernels.device_check",
+    "dar.train.bench",
+]
+GPU_PATH_ALLOWED = {"torch", "torchgen", "triton", "numpy", "tqdm", "typing_extensions", "cuda", "dar", "kernels"}
+GPU_PATH_ALLOWED.add("cython_runtime")  # a module Cython-built extensions register, not a package
+
+
+def test_model_library_and_gpu_checks_import_only_torch_triton_numpy():
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; before = set(sys.modules)\n"
+        f"for m in {GPU_PATH_MODULES!r}: __import__(m)\n"
+        "new = {k.split('.')[0] for k in set(sys.modules) - before}\n"
+        "import json; print(json.dumps(sorted(m for m in new if m not in sys.stdlib_module_names and not m.startswith('_'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    imported = set(json.loads(out))
+    assert imported - GPU_PATH_ALLOWED == set(), f"{sorted(imported - GPU_PATH_ALLOWED)} imported by the GPU path"
+    assert {"torch", "triton", "dar", "kernels"} <= imported
