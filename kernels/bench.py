@@ -25,7 +25,7 @@ is given. Targets (H100/H200, N = 57): fwd >= 80 % and bwd >= 60 % of peak, spee
 measured; it never asserts the targets.
 
 With --out, what is measured so far is kept in `<name>.partial.json` beside it after
-every shape (a benchmark cut off keeps its numbers) and removed once --out is written;
+every method at every shape (a benchmark cut off keeps its numbers) and removed once --out is written;
 the final name only ever holds a complete run.
 
 --device cpu is a smoke mode for CI: tiny sizes, naive and compiled only (the Triton

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dar.io import write_json
+from kernels.bench import partial_path
 
 TRAIN_STEP_TARGET = 1.10  # issue 9: fused DAR-static-c4 step <= 1.10x the residual step (SiT-XL/2, batch 32, bf16)
 
@@ -265,7 +266,7 @@ def summarize_sweep(bench: dict | None) -> dict | None:
 
 def summarize(out: Path, results: list[StageResult], junit: Path) -> dict:
     by_name = {r.name: r for r in results}
-    kernel = _load(out / "kernel.json") or _load(out / "kernel.partial.json")
+    kernel = _load(out / "kernel.json") or _load(partial_path(out / "kernel.json"))
     return {
         "stages": [
             {"name": r.name, "status": r.status, "seconds": round(r.seconds, 1), "returncode": r.returncode, "note": r.note}

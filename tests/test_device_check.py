@@ -124,5 +124,5 @@ def test_gpu_plan_fits_what_the_device_tool_brings_back(tmp_path):
     stages = dc.plan(tmp_path, smoke=False, junit=tmp_path / "j.xml")
     assert [s.name for s in stages] == ["env", "tests", "kernel", "train", "train_torch", "sweep"]
     files = {a for s in stages for a in s.argv if a.startswith(str(tmp_path)) and a.endswith(".json")}
-    files |= {str(tmp_path / "kernel.partial.json"), "device_check.log", "summary.json"}
+    files |= {str(bench.partial_path(tmp_path / "kernel.json")), "device_check.log", "summary.json"}
     assert len(files) <= 8
