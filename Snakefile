@@ -5,9 +5,10 @@
 #   snakemake --profile slurm --config preset=imagenet256   the paper's protocol on a SLURM cluster
 #   python -m dar cells                                  every table cell, its path and rerun command
 #
-# The grid (runs, cells) is data: workflow/config/<preset>.yaml, validated against
-# workflow/schemas/config.schema.yaml. Heavy jobs run through `python -m dar.launch` (submitit);
-# where they run (local / slurm) and their size come from rule resources, set by slurm/config.yaml.
+# The grid (runs, cells) is data: dar/presets/<preset>.yaml (or any grid .yaml given as the preset), validated
+# against dar/presets/grid.schema.yaml and compiled once into typed job specs (dar/plan.py); every job reads one
+# resolved config file, results/<preset>/jobs/<kind>/<name>.json. Heavy jobs run through `python -m dar.launch`
+# (submitit); where they run (local / slurm) and their size come from rule resources, set by slurm/config.yaml.
 
 from snakemake.utils import min_version, validate
 
@@ -33,7 +34,7 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        GRID.table_path,
+        PLAN.table_path,
         KERNEL_BENCH,
         DIAGNOSTICS,
         REPORT,

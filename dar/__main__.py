@@ -11,7 +11,7 @@ COMMANDS = {
     "train": ("dar.train.job", "train a model/routing (resumable; DDP under torchrun or dar.launch)"),
     "train-bench": ("dar.train.bench", "training throughput and peak memory on synthetic latents"),
     "sample": ("dar.sampling.job", "N samples from a checkpoint as an ADM .npz (sharded, resumable)"),
-    "cells": ("dar.grid", "list every table cell of a preset with its target path and rerun command"),
+    "cells": ("dar.cells", "list every table cell of a preset with its target path and rerun command"),
     "cell": ("dar.cell", "evaluate one table cell over its seeds (the job behind each cell target)"),
     "collate": ("dar.collate", "collate every cell result of a preset into one table"),
     "fetch-assets": ("dar.assets", "download every pretrained asset into one folder (run where the network is)"),

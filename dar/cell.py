@@ -1,29 +1,81 @@
-"""`python -m dar cell`: evaluate one table cell over its seeds and write its result JSON.
+"""`python -m dar cell --config jobs/cell/<table>/<name>.json`: evaluate one table cell over its seeds.
 
-    python -m dar cell --preset digits --table table1 --name static-c4_ode_cfg1.5
+The workflow writes the cell's config (dar/plan.py): its sample files, the identity
+each must have been made under, the run's model and routing and the iteration it
+expects, the reference and feature space. For every seed the job
 
-For every seed of the cell, the seed's sample file is evaluated with
-`python -m dar evaluate` (FID, sFID, IS, precision, recall; per-seed JSON under
-results/<preset>/evals/); the cell JSON then holds each metric's per-seed
-values, mean, std and n, the paper's value for the cell where the paper gives
-one, the signed delta (only where the scale is the paper's), and the protocol
-of every seed. This is the job behind `snakemake <cell path> --force`.
+  1. reads the sample file's sidecar and refuses when what made it differs from what
+     the grid asks for (another checkpoint, routing, model, iteration, sampler, NFE,
+     guidance or sample count): the refusal names each differing field;
+  2. evaluates it (FID, sFID, IS, precision, recall; `dar.metrics.evaluate`), writing the
+     per-seed JSON under results/<preset>/evals/;
+
+then writes the cell JSON: each metric's per-seed values, mean, std and n, the paper's
+value where the paper gives one, the signed delta (only at the paper's scale), the
+cell's identity and fingerprint, and the protocol of every seed as its artefacts
+recorded it (the sidecar: checkpoint, routing, model, iteration, sampler, NFE, cfg;
+the evaluation: reference and extractor hashes) - never re-derived from the grid.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
+from dataclasses import dataclass
+from pathlib import Path
 
-from dar.grid import Cell, Grid, GridError
+from dar.config import ConfigError, job_parser, opt, run_job
+from dar.fingerprint import IdentityMismatch, differences, fingerprint
 from dar.io import write_json
-from dar.paper import paper_source, paper_value
+from dar.paper import comparable_scale, paper_source, paper_value
 from dar.provenance import git_commit
 
 # our metric key -> the paper's
 METRIC_KEYS = {"fid": "fid", "sfid": "sfid", "is_mean": "is", "precision": "precision", "recall": "recall"}
+
+
+@dataclass
+class CellConfig:
+    table: str = opt("", "table1..table4 or fig1b")
+    name: str = opt("", "cell name (python -m dar cells lists them)")
+    out: str = opt("", "cell result JSON")
+    preset: str = opt("", "preset name (recorded)")
+    scale: str = opt("digits", "digits | imagenet256: whether the numbers are comparable with the paper's")
+    run: str = opt("", "the grid's run name (the paper's row key)")
+    label: str = opt("", "the run's label in tables")
+    cfg: bool = opt(False, "the cell is a 'w/ guidance' cell")
+    paper_iteration: int = opt(0, "the paper's iteration for this cell (ours x paper_iteration_scale)")
+    expect: dict = opt({}, "what the samples' checkpoint must be: model, routing, iteration")
+    seeds: list[int] = opt([], "training seeds, one sample file each")
+    samples: list[str] = opt([], "sample .npz per seed")
+    sample_identities: list[dict] = opt(
+        [], "the identity each sample file must record (dar.sampling.config.SampleConfig.identity)"
+    )
+    evals: list[str] = opt([], "per-seed evaluation JSON to write")
+    features: str = opt("digits", "feature space: digits | inception")
+    reference: str = opt("", "reference statistics or ADM batch file")
+    reference_name: str = opt("", "the reference's name in the grid (digits-train, VIRTUAL_imagenet256_labeled.npz)")
+    weights: str | None = opt(None, "feature extractor weights (digits)")
+    assets_dir: str | None = opt(None, "assets folder (inception)")
+    num_samples: int = opt(0, "samples evaluated per seed")
+    device: str | None = opt(None, "feature-extraction device (default: cuda if available)")
+
+    def validate(self) -> None:
+        n = len(self.seeds)
+        if not self.table or not self.name or not self.out:
+            raise ConfigError("table, name and out are required (the workflow writes them: jobs/cell/<table>/<name>.json)")
+        if not n or not (len(self.samples) == len(self.sample_identities) == len(self.evals) == n):
+            raise ConfigError(f"seeds, samples, sample_identities and evals must have one entry per seed ({n} seeds)")
+
+
+def cell_identity(cfg: CellConfig) -> dict:
+    """What a cell's numbers are: its sample sets (by fingerprint) and the evaluation's reference and feature space."""
+    return {
+        "samples": [fingerprint(i) for i in cfg.sample_identities],
+        "features": cfg.features,
+        "reference": cfg.reference_name,
+        "num_samples": cfg.num_samples,
+    }
 
 
 def summarize(values: list[float]) -> dict:
@@ -35,82 +87,102 @@ def summarize(values: list[float]) -> dict:
     }
 
 
-def cell_result(grid: Grid, cell: Cell, evals: list[dict]) -> dict:
+def read_sidecar(path: str | Path) -> dict:
+    side = Path(str(path) + ".json")
+    if not Path(path).is_file() or not side.is_file():
+        raise ConfigError(f"sample file {path} or its sidecar {side.name} is missing; make it with: snakemake {path}")
+    try:
+        return json.loads(side.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"sidecar {side} is not valid JSON ({e}); rerun its sampling job: snakemake {path} --force") from None
+
+
+def check_samples(cfg: CellConfig, path: str, sidecar: dict, expected_identity: dict) -> None:
+    """Refuse a sample file whose recorded protocol is not the one this cell's grid entry asks for."""
+    ways_out = [f"remake it: snakemake {path} --forcerun sample", "fix the grid entry if the grid is what is wrong"]
+    recorded = {k: sidecar.get(k) for k in cfg.expect}
+    if differences(recorded, cfg.expect):
+        raise IdentityMismatch(f"cell {cfg.table}/{cfg.name}: sample file", path, recorded, cfg.expect, ways_out)
+    if differences(sidecar.get("identity"), expected_identity):
+        raise IdentityMismatch(
+            f"cell {cfg.table}/{cfg.name}: sample file", path, sidecar.get("identity"), expected_identity, ways_out
+        )
+
+
+def cell_result(cfg: CellConfig, sidecars: list[dict], evals: list[dict]) -> dict:
     metrics = {paper_key: summarize([e["metrics"][ours] for e in evals]) for ours, paper_key in METRIC_KEYS.items()}
-    scale = grid.data["scale"]
-    it_scale = grid.data.get("paper_iteration_scale", 1)
-    paper = paper_value(cell.table, cell.run, cell.sampler, cell.cfg, cell.iteration * it_scale)
-    comparable = scale == "imagenet256"
+    first = sidecars[0]
+    paper = paper_value(cfg.table, cfg.run, first["sampler_alias"], cfg.cfg, cfg.paper_iteration)
+    comparable = comparable_scale(cfg.scale)
     delta = {k: metrics[k]["mean"] - v for k, v in paper.items() if k in metrics} if comparable else {}
+    identity = cell_identity(cfg)
     return {
-        **cell.describe(),
-        "label": grid.data["runs"][cell.run].get("label", cell.run),
-        "routing": grid.data["runs"][cell.run]["routing"],
-        "model": grid.runs[(cell.run, cell.seeds[0])].model,
-        "seeds": list(cell.seeds),
-        "preset": grid.preset,
-        "scale": scale,
-        "feature_space": evals[0].get("feature_space", grid.features),
+        # what the artefacts recorded (checked equal across seeds and to the grid entry)
+        "table": cfg.table,
+        "name": cfg.name,
+        "run": cfg.run,
+        "iteration": first["iteration"],
+        "sampler": first["sampler_alias"],
+        "cfg": cfg.cfg,
+        "cfg_scale": first["cfg_scale"],
+        "nfe": first["nfe"],
+        "num_samples": cfg.num_samples,
+        "label": cfg.label,
+        "routing": first["routing"],
+        "model": first["model"],
+        "seeds": list(cfg.seeds),
+        "preset": cfg.preset,
+        "scale": cfg.scale,
+        "feature_space": evals[0].get("feature_space", cfg.features),
         "metrics": metrics,
         "paper": paper,
-        "paper_source": paper_source(cell.table),
-        "paper_iteration": cell.iteration * it_scale,
+        "paper_source": paper_source(cfg.table),
+        "paper_iteration": cfg.paper_iteration,
         "delta": delta,
         "delta_note": ""
         if comparable
-        else f"no delta: {scale}-scale metrics are not comparable with the paper's ImageNet numbers",
+        else f"no delta: {cfg.scale}-scale metrics are not comparable with the paper's ImageNet numbers",
+        "identity": identity,
+        "fingerprint": fingerprint(identity),
         "protocols": [e.get("protocol", {}) for e in evals],
         "git_commit": git_commit(),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m dar cell", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--preset", default="digits", help="grid preset (default: digits)")
-    p.add_argument("--table", required=True, help="table1..table4 or fig1b")
-    p.add_argument("--name", required=True, help="cell name (python -m dar cells lists them)")
-    p.add_argument("--results", default="results", help="results root (default: results)")
-    p.add_argument("--device", default=None, help="feature-extraction device (default: cuda if available)")
-    args = p.parse_args(argv)
-    try:
-        grid = Grid.load(args.preset, results=args.results)
-        cell = grid.cell(args.table, args.name)
-    except GridError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from dar.metrics.evaluate import main as evaluate_main
+def run(cfg: CellConfig) -> dict:
+    from dar.metrics.checks import EvaluationInputError
+    from dar.metrics.evaluate import evaluate, evaluation_args
 
+    sidecars = []
+    for path, identity in zip(cfg.samples, cfg.sample_identities):
+        sidecar = read_sidecar(path)
+        check_samples(cfg, path, sidecar, identity)
+        sidecars.append(sidecar)
     evals = []
-    for key in cell.sample_keys():
-        out = grid.eval_path(cell, key.seed)
-        cmd = [
-            "--samples",
-            str(grid.samples_path(key)),
-            "--reference",
-            str(grid.reference),
-            "--num-samples",
-            str(cell.num_samples),
-            "--out",
-            str(out),
-            "--features",
-            grid.features,
-        ]
-        cmd += ["--weights", str(grid.digits_net)] if grid.features == "digits" else ["--assets-dir", str(grid.assets_dir)]
-        if args.device:
-            cmd += ["--device", args.device]
-        rc = evaluate_main(cmd)
-        if rc:
-            print(f"error: evaluating seed {key.seed} of {cell.table}/{cell.name} failed (status {rc})", file=sys.stderr)
-            return rc
-        evals.append(json.loads(out.read_text()))
-    result = cell_result(grid, cell, evals)
-    path = grid.cell_path(cell)
-    write_json(path, result)
+    for seed, path, out in zip(cfg.seeds, cfg.samples, cfg.evals):
+        args = evaluation_args(
+            samples=path, reference=cfg.reference, num_samples=cfg.num_samples, out=out, features=cfg.features,
+            weights=cfg.weights, assets_dir=cfg.assets_dir, **({"device": cfg.device} if cfg.device else {}),
+        )  # fmt: skip
+        try:
+            result = evaluate(args)
+        except EvaluationInputError as e:
+            raise ConfigError(f"evaluating seed {seed} of {cfg.table}/{cfg.name}: {e}") from None
+        write_json(out, result)
+        evals.append(result)
+    result = cell_result(cfg, sidecars, evals)
+    write_json(cfg.out, result)
+    return result
+
+
+def print_result(cfg: CellConfig, result: dict) -> None:
     m = result["metrics"]
     print(
-        f"[cell] {path}: FID {m['fid']['mean']:.3f} sFID {m['sfid']['mean']:.3f} IS {m['is']['mean']:.2f} "
+        f"[cell] {cfg.out}: FID {m['fid']['mean']:.3f} sFID {m['sfid']['mean']:.3f} IS {m['is']['mean']:.2f} "
         f"P {m['precision']['mean']:.3f} R {m['recall']['mean']:.3f} ({result['feature_space']} features, n={m['fid']['n']})"
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_parser("python -m dar cell", __doc__, CellConfig).parse_args(argv)
+    return run_job(CellConfig, args, run, print_result)

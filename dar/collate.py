@@ -3,8 +3,10 @@
 Rows are cells (table, name, run, iteration, sampler, guidance); columns are the
 five metrics (mean, std, n), the paper's values and the deltas, and the
 protocol fields users ask about (NFE, samples, feature space, reference hash,
-commit). Cells whose JSON does not exist yet are listed as pending with the
-command that produces them.
+commit). A cell's status is `done` when its JSON exists and records the
+fingerprint the grid's cell has now, `stale` when its JSON was made under
+another config (its numbers are kept out of the table), and `pending` when it
+does not exist yet; both come with the command that (re)makes the cell.
 """
 
 from __future__ import annotations
@@ -14,21 +16,27 @@ import json
 
 import pandas as pd
 
-from dar.grid import Grid, load_for_cli
 from dar.io import atomic_path, write_json
+from dar.plan import Plan, load_for_cli
 
 METRICS = ("fid", "sfid", "is", "precision", "recall")
 
 
-def collate(grid: Grid) -> pd.DataFrame:
+def collate(plan: Plan) -> pd.DataFrame:
     rows = []
-    for cell in grid.cells:
-        path = grid.cell_path(cell)
-        row = {**cell.describe(), "path": str(path)}
-        if not path.is_file():
-            rows.append({**row, "status": "pending", "command": f"snakemake {path} --cores 2 --config preset={grid.preset}"})
+    for cell in plan.cells:
+        path = cell.path
+        row = {**cell.describe(), "path": str(path), "label": cell.label, "fingerprint": cell.fingerprint}
+        res = None
+        if path.is_file():
+            try:
+                res = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                res = None
+        if res is None or res.get("fingerprint") != cell.fingerprint:
+            status = "pending" if res is None else "stale"
+            rows.append({**row, "status": status, "command": plan.rerun_command(path) + (" --force" if res is not None else "")})
             continue
-        res = json.loads(path.read_text())
         row.update(
             status="done",
             label=res["label"],
@@ -56,16 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results", help="results root (default: results)")
     p.add_argument("--out", default=None, help="CSV to write (default: results/<preset>/table.csv; JSON beside it)")
     args = p.parse_args(argv)
-    grid = load_for_cli(args.preset, args.results)
-    if grid is None:
+    plan = load_for_cli(args.preset, args.results)
+    if plan is None:
         return 2
-    df = collate(grid)
-    out = args.out or grid.table_path
+    df = collate(plan)
+    out = args.out or plan.table_path
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False)
     write_json(str(out).removesuffix(".csv") + ".json", df.where(pd.notna(df), None).to_dict(orient="records"))
     done = (df["status"] == "done").sum()
-    print(f"[collate] {out}: {done} of {len(df)} cells done")
+    stale = (df["status"] == "stale").sum()
+    print(
+        f"[collate] {out}: {done} of {len(df)} cells done" + (f", {stale} stale (made under an earlier config)" if stale else "")
+    )
     shown = [c for c in ("table", "name", "fid", "sfid", "is", "precision", "recall", "paper_fid") if c in df.columns]
     with pd.option_context("display.width", 160, "display.max_rows", 200, "display.float_format", "{:.3f}".format):
         print(df[df["status"] == "done"][shown].to_string(index=False))

@@ -22,11 +22,21 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def opt(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with help text (and a default, possibly a list)."""
+def opt(default: Any, help: str, identity: bool = True, **kw: Any) -> Any:
+    """A dataclass field with help text (and a default, possibly a list).
+
+    identity: whether the field is part of the identity of what the job produces (dar/fingerprint.py):
+    True for settings that change the numbers, False for paths, intervals, devices and work splits.
+    """
+    meta = {"help": help, "identity": identity, **kw}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
-    return dataclasses.field(default=default, metadata={"help": help, **kw})
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def identity_fields(cfg: Any) -> dict[str, Any]:
+    """The fields of a config dataclass that are part of its result's identity (opt(..., identity=True))."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.metadata.get("identity", True)}
 
 
 class ConfigError(ValueError):
@@ -100,14 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         )
 
 
-def job_parser(
-    prog: str, doc: str | None, cls: type, presets: dict[str, dict[str, Any]] | None = None
-) -> argparse.ArgumentParser:
-    """The parser every job CLI shares: [--preset], --config FILE, --dry-run, and one flag per config field."""
+def job_parser(prog: str, doc: str | None, cls: type) -> argparse.ArgumentParser:
+    """The parser every job CLI shares: --config FILE, --dry-run, and one flag per config field."""
     p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if presets:
-        p.add_argument("--preset", choices=sorted(presets), help="named starting point (default: none, the field defaults)")
-    p.add_argument("--config", help=f"JSON file of {cls.__name__} keys; flags override it")
+    p.add_argument("--config", help=f"JSON file of {cls.__name__} keys (the workflow writes one per job); flags override it")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     add_arguments(p, cls)
     return p
@@ -133,27 +139,52 @@ def run_job(cls: type[T], args: argparse.Namespace, job: Callable[[T], R], print
     return 0
 
 
-def resolve(
-    cls: type[T],
-    args: argparse.Namespace,
-    presets: dict[str, dict[str, Any]] | None = None,
-) -> T:
-    """preset (args.preset) -> JSON file (args.config) -> flags -> dataclass."""
+def given(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given to a job: its JSON file (args.config), then the flags on top, as raw values."""
     data: dict[str, Any] = {}
-    preset = getattr(args, "preset", None)
-    if preset:
-        if not presets or preset not in presets:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(presets or {})}")
-        data.update(presets[preset])
     config_file = getattr(args, "config", None)
     if config_file:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data.update(json.loads(path.read_text()))
+            loaded = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} does not hold a JSON object of {cls.__name__} keys")
+        data.update(loaded)
     names = {f.name for f in dataclasses.fields(cls)}
     data.update({k: v for k, v in vars(args).items() if k in names})
-    return from_dict(cls, data, where=str(config_file or "config"))
+    return data
+
+
+def resolve(cls: type[T], args: argparse.Namespace) -> T:
+    """JSON file (args.config) -> flags -> dataclass."""
+    return from_dict(cls, given(cls, args), where=str(getattr(args, "config", None) or "config"))
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse with `--config FILE` for the commands whose flags are plain argparse: the file's keys (the
+    parser's dests) become the defaults as typed JSON values, and flags given on the command line override them.
+    An unknown key in the file is an error naming the valid ones."""
+    parser.add_argument("--config", help="JSON file of this command's settings (keys: the flags' names); flags override it")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        path = Path(known.config)
+        if not path.is_file():
+            parser.error(f"config file {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            parser.error(f"config file {path} is not valid JSON: {e}")
+        actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+        unknown = sorted(set(data) - set(actions))
+        if unknown:
+            parser.error(f"config file {path}: unknown key(s) {unknown}; valid keys: {sorted(actions)}")
+        for key in data:
+            actions[key].required = False  # given by the file
+        parser.set_defaults(**data)
+    return parser.parse_args(argv)

@@ -34,9 +34,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        tmp.write_text(json_text(obj))
+
+
+def write_json_if_changed(path: str | os.PathLike, obj: Any) -> bool:
+    """write_json unless the file already holds exactly this JSON (its mtime then stays); True if written."""
+    text = json_text(obj)
+    try:
+        if Path(path).read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return True
 
 
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:

@@ -16,9 +16,15 @@ the path of the job's log if the job fails.
 * Training jobs are `submitit.helpers.Checkpointable`: on a SLURM timeout or
   preemption the job is requeued and, since resuming is rerunning, continues
   from its newest checkpoint.
-* Re-attach: the job id is stored in `<folder>/<name>.job`; a launcher that is
-  restarted while its job is still queued or running waits for that job
-  instead of submitting a second copy.
+* One job per name: the check for an earlier job, the submission and the
+  record `<folder>/<name>.job` happen under a lock (`<name>.lock`), so two
+  launchers started at once submit once. A launcher restarted while its job is
+  still active re-attaches to it instead of submitting a second copy; active
+  means queued or running in `sacct`/`squeue` on SLURM, and locally that the
+  job's submitit controller or any of its tasks still runs (each task records
+  its pid and start time in `<name>.tasks/`): killing the controller leaves the
+  tasks running, and the relaunch waits for them. The jobs themselves also hold
+  a lock on their output folder (a training run folder's `.lock`).
 """
 
 from __future__ import annotations
@@ -26,11 +32,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import socket
 import sys
 import time
 from pathlib import Path
 
 import submitit
+import submitit.local.local
+
+from dar.io import write_json
+from dar.lock import FileLock
 
 DISTRIBUTED_JOBS = {"train", "sample", "cache-latents"}  # one task per GPU; the others run as one task
 REQUEUE_JOBS = {"train"}
@@ -40,10 +52,11 @@ ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLET
 class DarJob:
     """Picklable callable: runs `python -m dar <job> <args>` inside the submitit task."""
 
-    def __init__(self, job: str, args: list[str], threads: int = 0) -> None:
+    def __init__(self, job: str, args: list[str], threads: int = 0, tasks_dir: str | None = None) -> None:
         self.job = job
         self.args = list(args)
         self.threads = threads
+        self.tasks_dir = tasks_dir  # where each task records its pid (local liveness, see _local_alive)
 
     def __call__(self) -> int:
         if self.threads:
@@ -51,6 +64,8 @@ class DarJob:
 
             torch.set_num_threads(self.threads)  # the CPUs the job was given, not every core of the host
         env = submitit.JobEnvironment()
+        if self.tasks_dir:
+            write_json(Path(self.tasks_dir) / f"task{env.global_rank}.json", _process_record(os.getpid()))
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
             os.environ.setdefault("LOCAL_RANK", str(env.local_rank))
@@ -70,8 +85,27 @@ def _job_file(folder: Path, name: str) -> Path:
     return folder / f"{name}.job"
 
 
-def _alive(pid: int) -> bool:
-    """True while `pid` runs; an exited process that its parent has not reaped (a zombie) counts as dead."""
+def _tasks_dir(folder: Path, name: str) -> Path:
+    return folder / f"{name}.tasks"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22): with the pid, it names
+    one process, so a recycled pid is never taken for the job's."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _process_record(pid: int) -> dict:
+    return {"pid": pid, "start": _start_time(pid), "host": socket.gethostname()}
+
+
+def _alive(pid: int, start: str | None = None) -> bool:
+    """True while `pid` runs (and, given `start`, is the process that started then); a zombie counts as dead."""
+    if pid <= 0:  # kill(0 or -1, 0) would ask about a whole process group or every process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -82,11 +116,34 @@ def _alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return True
-    return state not in ("Z", "X")
+    if state in ("Z", "X"):
+        return False
+    return start is None or _start_time(pid) in (None, start)
+
+
+def _local_alive(folder: Path, name: str, rec: dict) -> bool:
+    """A local job is alive while its submitit controller or any of its tasks runs: a killed controller leaves
+    its tasks running, and they still own the job's outputs."""
+    if rec.get("host", socket.gethostname()) != socket.gethostname():
+        return True  # another host's processes cannot be seen from here; its launcher owns them
+    if _alive(int(rec.get("pid", -1)), rec.get("start")):
+        return True
+    for path in sorted(_tasks_dir(folder, name).glob("task*.json")):
+        try:
+            task = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if _alive(int(task["pid"]), task.get("start")):
+            return True
+    return False
 
 
 def _reattach(folder: Path, name: str, cluster: str):
-    """A still-active job submitted by an earlier launcher for the same name, or None."""
+    """An earlier submission of the same name that is still active, to wait for instead of submitting, else None.
+
+    SLURM: re-attach while sacct/squeue say the job is queued or running. Local: wait while its controller or
+    any of its tasks runs; if it then leaves a result, that result is this launch's result.
+    """
     path = _job_file(folder, name)
     if not path.is_file():
         return None
@@ -100,11 +157,22 @@ def _reattach(folder: Path, name: str, cluster: str):
             print(f"[launch] re-attaching to SLURM job {rec['job_id']} ({state}) instead of submitting a second copy", flush=True)
             return job
         return None
-    if cluster == "local" and _alive(int(rec.get("pid", -1))):
-        print(f"[launch] an earlier local run of {name} (pid {rec['pid']}) is still running; waiting for it to exit", flush=True)
-        while _alive(int(rec["pid"])):
-            time.sleep(2)
-    return None
+    if cluster != "local" or not _local_alive(folder, name, rec):
+        # nothing of it runs: a job that finished before this launcher came is not this launch's result (its
+        # outputs may have been deleted since, e.g. by Snakemake rerunning an incomplete job), so run it again
+        return None
+    print(
+        f"[launch] an earlier local run of {name} (job {rec['job_id']}) is still running; waiting for it to end "
+        "instead of starting a second copy",
+        flush=True,
+    )
+    while _local_alive(folder, name, rec):
+        time.sleep(2)
+    job = submitit.local.local.LocalJob(folder=folder, job_id=rec["job_id"], tasks=tuple(range(rec.get("num_tasks", 1))))
+    # it ended while this launcher waited for it: its result, if it left one, is this launch's result (a result
+    # file older than the submission belongs to an earlier job whose controller had the same pid)
+    result = job.paths.result_pickle
+    return job if result.exists() and result.stat().st_mtime >= rec.get("submitted", 0) else None
 
 
 def _stream(job, printed: dict[str, int]) -> None:
@@ -128,65 +196,83 @@ def submit(args: argparse.Namespace, job_args: list[str]) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     name = args.name or args.job
     tasks = (args.tasks or max(args.gpus, 1)) if args.job in DISTRIBUTED_JOBS else 1
-    fn_cls = CheckpointableDarJob if args.job in REQUEUE_JOBS else DarJob
-    fn = fn_cls(args.job, job_args, threads=args.cpus)
     if args.cluster == "local" and args.nodes > 1:
         print("error: the local cluster runs on one node; use --nodes 1 or --cluster slurm", file=sys.stderr)
         return 2
+    fn_cls = CheckpointableDarJob if args.job in REQUEUE_JOBS else DarJob
+    tasks_dir = _tasks_dir(folder, name)
+    fn = fn_cls(args.job, job_args, threads=args.cpus, tasks_dir=str(tasks_dir) if args.cluster == "local" else None)
 
-    job = _reattach(folder, name, args.cluster)
-    if job is None:
-        ctor = {"slurm_max_num_timeout": args.max_requeues} if args.cluster == "slurm" else {}  # submitit's default: 3
-        ex = submitit.AutoExecutor(folder=folder, cluster=args.cluster, **ctor)
-        params = dict(
-            name=name,
-            timeout_min=int(args.time_min),
-            nodes=args.nodes,
-            tasks_per_node=tasks,
-            gpus_per_node=args.gpus,
-            cpus_per_task=args.cpus,
-            stderr_to_stdout=True,
-        )
-        if args.mem_gb:
-            params["mem_gb"] = args.mem_gb
-        if args.cluster == "slurm":
-            if args.partition:
-                params["slurm_partition"] = args.partition
-            if args.account:
-                params["slurm_account"] = args.account
-        ex.update_parameters(**params)
-        job = ex.submit(fn)
-        rec = {"job_id": str(job.job_id), "cluster": args.cluster, "num_tasks": tasks * args.nodes}
-        if args.cluster == "local":
-            rec["pid"] = int(job.job_id)
-        if args.cluster != "debug":
-            _job_file(folder, name).write_text(json.dumps(rec))
-        print(
-            f"[launch] {args.job} submitted to {args.cluster} as job {job.job_id} ({tasks * args.nodes} task(s)); "
-            f"log: {job.paths.stdout}",
-            flush=True,
-        )
+    # One submission per job name: check -> submit -> record under a lock, so two launchers started at once
+    # for the same job give one job (the second re-attaches to it).
+    with FileLock(folder / f"{name}.lock"):
+        job = _reattach(folder, name, args.cluster)
+        if job is None:
+            ctor = {"slurm_max_num_timeout": args.max_requeues} if args.cluster == "slurm" else {}  # submitit's default: 3
+            ex = submitit.AutoExecutor(folder=folder, cluster=args.cluster, **ctor)
+            params = dict(
+                name=name,
+                timeout_min=int(args.time_min),
+                nodes=args.nodes,
+                tasks_per_node=tasks,
+                gpus_per_node=args.gpus,
+                cpus_per_task=args.cpus,
+                stderr_to_stdout=True,
+            )
+            if args.mem_gb:
+                params["mem_gb"] = args.mem_gb
+            if args.cluster == "slurm":
+                if args.partition:
+                    params["slurm_partition"] = args.partition
+                if args.account:
+                    params["slurm_account"] = args.account
+            ex.update_parameters(**params)
+            shutil.rmtree(tasks_dir, ignore_errors=True)
+            submitted = time.time()
+            job = ex.submit(fn)
+            rec = {"job_id": str(job.job_id), "cluster": args.cluster, "num_tasks": tasks * args.nodes, "submitted": submitted}
+            if args.cluster == "local":
+                rec.update(_process_record(int(job.job_id)))
+            if args.cluster != "debug":
+                write_json(_job_file(folder, name), rec)
+            print(
+                f"[launch] {args.job} submitted to {args.cluster} as job {job.job_id} ({tasks * args.nodes} task(s)); "
+                f"log: {job.paths.stdout}",
+                flush=True,
+            )
 
+    rec = {"host": socket.gethostname(), "pid": -1}
     printed: dict[str, int] = {}
     try:
-        while not job.done():
+        # locally, also wait for the tasks: a killed controller leaves them running
+        while not job.done() or (args.cluster == "local" and _local_alive(folder, name, rec)):
             _stream(job, printed)
             time.sleep(args.poll)
         _stream(job, printed)
         job.results()
     except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError, RuntimeError) as e:
         _stream(job, printed)
-        print(
-            f"[launch] job {job.job_id} ({args.job}) failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e}",
-            file=sys.stderr,
-        )
+        print(f"[launch] job {job.job_id} ({args.job}) failed: {failure_reason(e, job)}", file=sys.stderr)
         print(f"[launch] full log: {job.paths.stdout}", file=sys.stderr)
         return 1
     finally:
-        if args.cluster != "debug" and job.done():
+        if args.cluster != "debug" and job.done() and not (args.cluster == "local" and _local_alive(folder, name, rec)):
             _job_file(folder, name).unlink(missing_ok=True)
     print(f"[launch] {args.job} job {job.job_id} finished", flush=True)
     return 0
+
+
+def failure_reason(e: BaseException, job) -> str:
+    """One line on why a job failed: the `error:` line the job printed, else the exception's last line."""
+    try:
+        text = Path(job.paths.stdout).read_text(errors="replace")
+        errors = [line.strip() for line in text.splitlines() if line.startswith("error: ")]
+        if errors:
+            return errors[-1]
+    except OSError:
+        pass
+    msg = str(e).strip()
+    return msg.splitlines()[-1] if msg else type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,12 @@ import yaml
 
 PAPER_FILE = Path(__file__).with_name("paper.yaml")
 METRICS = ("fid", "sfid", "is", "precision", "recall")
+PAPER_SCALE = "imagenet256"  # the one preset scale whose numbers are compared with the paper's
+
+
+def comparable_scale(scale: str) -> bool:
+    """Whether numbers at this preset scale are comparable with the paper's (deltas, verdicts against the paper)."""
+    return scale == PAPER_SCALE
 
 
 @cache

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from dar.config import parse_with_config
 from dar.io import write_json
 from dar.routing.aggregate import aggregate
 
@@ -273,7 +274,7 @@ def parse_args(argv):
     p.add_argument("--rep-ms", type=float, default=100.0, help="do_bench measurement time per measurement (ms)")
     p.add_argument("--cpu-reps", type=int, default=20, help="timed repetitions per measurement in CPU smoke mode")
     p.add_argument("--sweep", action="store_true", help="also time the fused kernel over a grid of block sizes (cuda)")
-    return p, p.parse_args(argv)
+    return p, parse_with_config(p, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dar.data.cache import CacheConfig, run
+from dar.config import ConfigError
+from dar.data.cache import FORMAT, CacheConfig, run
 from dar.data.digits import HELDOUT, load_split
 from dar.data.imagefolder import DatasetError, ImageFolderDataset, center_crop_arr
 from dar.data.latents import LatentCache
@@ -94,6 +95,29 @@ def test_cache_stores_image_and_flip_and_resumes(tmp_path):
     assert (out / "shard_00001" / "moments.npy").stat().st_mtime_ns == mtime
 
 
+def test_cache_records_its_identity_and_refuses_a_folder_of_another(tmp_path):
+    from dar.fingerprint import IdentityMismatch, fingerprint
+
+    tree = make_tree(tmp_path / "tree")
+    out = tmp_path / "cache"
+    cfg = CacheConfig(dataset="imagefolder", root=str(tree), image_size=16, out=str(out), shard_size=4, workers=0)
+    run(cfg)
+    index = json.loads((out / "index.json").read_text())
+    assert index["identity"] == {"dataset": "imagefolder", "encoder": "identity", "root": str(tree), "image_size": 16}
+    assert index["fingerprint"] == fingerprint(cfg.identity()) and len(index["content_sha256"]) == 64
+    assert LatentCache(out).content_sha256 == index["content_sha256"]
+    # another crop or shard size into the same folder would mix two caches' shards: refused, naming the field
+    for change, field in (({"image_size": 8}, "image_size: 16 recorded there, 8 now"), ({"shard_size": 5}, "shard_size")):
+        with pytest.raises(IdentityMismatch, match=field):
+            run(CacheConfig(**{**cfg.__dict__, **change}))
+    # settings that only split the work are not part of the identity
+    run(CacheConfig(**{**cfg.__dict__, "batch_size": 3}))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "shard_00000").mkdir()  # a cache begun before caches recorded their identity
+    with pytest.raises(ConfigError, match=r"no manifest\.json"):
+        run(CacheConfig(dataset="digits", out=str(tmp_path / "old")))
+
+
 def test_ranks_write_disjoint_shards_and_match_one_process(tmp_path, monkeypatch):
     base = dict(dataset="digits", shard_size=256)
     run(CacheConfig(**base, out=str(tmp_path / "one")))
@@ -130,8 +154,10 @@ def test_latent_cache_draws_posterior_samples(tmp_path):
     (out / "index.json").write_text(
         json.dumps(
             {
-                "format": 1,
+                "format": FORMAT,
                 "shards": ["shard_00000"],
+                "identity": {"dataset": "handmade", "encoder": "identity"},
+                "content_sha256": "0" * 64,
                 "num_images": 2,
                 "num_classes": 2,
                 "encoder": {"scale": 0.18215},

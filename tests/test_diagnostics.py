@@ -16,11 +16,12 @@ import yaml
 from torch import nn
 
 from conftest import randomize, tiny_batch, tiny_model
+from dar import grid
 from dar.diagnostics import chunk_theory, flow, importance, probe
-from dar.diagnostics import targets as diag_targets
 from dar.diagnostics.job import main as diagnose_main
 from dar.diagnostics.pairs import Pairs, t_grid
-from dar.grid import CONFIG_DIR, Grid, GridError
+from dar.grid import GridError
+from dar.plan import Plan
 from dar.routing.residual import ResidualRouting
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,53 +299,49 @@ def test_theory_reads_table4_cells():
 
 
 # ---------------------------------------------------------------------------
-# Grid targets and the job
+# The plan's diagnostics and the job
 # ---------------------------------------------------------------------------
 
 
-def grid_from(preset: str, mutate=None) -> Grid:
-    data = copy.deepcopy(yaml.safe_load((CONFIG_DIR / f"{preset}.yaml").read_text()))
+def plan_from(tmp_path, preset: str, mutate=None) -> Plan:
+    data = copy.deepcopy(yaml.safe_load(grid.locate(preset)[0]))
     if mutate:
         mutate(data)
-    grid = Grid(preset, data)
-    grid.validate()
-    return grid
+    path = tmp_path / f"{preset}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return Plan.load(str(path))
 
 
-def test_targets_of_the_presets():
-    smoke = grid_from("smoke")
-    assert [Path(p).name for p in diag_targets.targets(smoke)] == ["fig2.json", "fig3.json", "fig5.json", "chunk_theory.json"]
-    args = diag_targets.figure_args(smoke, "fig2")
-    assert args[args.index("--baseline") + 1].endswith("runs/sit/seed0/checkpoints/step_0000010.pt")
-    assert args[args.index("--dar") + 1].endswith("runs/static-c4/seed0/checkpoints/step_0000010.pt")
-    assert "static-c4" in diag_targets.figure_args(smoke, "fig5")[-3]
-    assert diag_targets.chunk_theory_inputs(smoke) == [] and "--cells" not in diag_targets.chunk_theory_args(smoke)
-    digits = grid_from("digits")
-    args = diag_targets.figure_args(digits, "fig3")
-    assert args[args.index("--baseline") + 1].endswith("step_0000600.pt")
-    assert args[args.index("--dar") + 1].endswith("step_0000600.pt")
-    assert diag_targets.figure_inputs(digits, "fig5")["probe"].endswith("runs/dynamic-c4/seed0/done.json")
-    assert len(diag_targets.chunk_theory_inputs(digits)) == 3
-    paper = grid_from("imagenet256")
-    assert diag_targets.chunk_theory_args(paper)[:4] == ["--figure", "chunk_theory", "--model", "SiT-XL/2"]
-    assert diag_targets.figure_args(paper, "fig2")[diag_targets.figure_args(paper, "fig2").index("--baseline") + 1].endswith(
-        "step_0600000.pt"
-    )
+def test_diagnostics_of_the_presets(tmp_path):
+    smoke = plan_from(tmp_path, "smoke")
+    assert [d.path.name for d in smoke.diagnostics.values()] == ["fig2.json", "fig3.json", "fig5.json", "chunk_theory.json"]
+    fig2 = smoke.diagnostics["fig2"].config
+    sit, static = smoke.runs[("sit", 0)], smoke.runs[("static-c4", 0)]
+    assert fig2.baseline == str(sit.checkpoint(10)) and fig2.dar == str(static.checkpoint(10))
+    assert fig2.baseline.endswith("step_0000010.pt") and f"seed0-{sit.fingerprint}" in fig2.baseline
+    assert smoke.diagnostics["fig5"].config.probe == str(static.checkpoint(10))
+    assert smoke.diagnostics["chunk_theory"].inputs == () and smoke.diagnostics["chunk_theory"].config.cells == []
+    digits = Plan.load("digits")
+    fig3 = digits.diagnostics["fig3"].config
+    assert fig3.baseline.endswith("step_0000600.pt") and fig3.dar.endswith("step_0000600.pt")
+    assert str(digits.runs[("dynamic-c4", 0)].done) in digits.diagnostics["fig5"].needs
+    assert len(digits.diagnostics["chunk_theory"].inputs) == 3
+    paper = Plan.load("imagenet256")
+    assert paper.diagnostics["chunk_theory"].config.model == "SiT-XL/2"
+    assert paper.diagnostics["fig2"].config.baseline.endswith("step_0600000.pt")
+    # the diagnostics iteration becomes a milestone of both runs, so their checkpoints are kept
+    odd = plan_from(tmp_path, "smoke", lambda d: d["diagnostics"].update(iteration=7))
+    assert 7 in odd.runs[("sit", 0)].milestones and odd.diagnostics["fig2"].config.dar.endswith("step_0000007.pt")
 
 
-def test_bad_diagnostics_sections():
-    missing = grid_from("smoke", lambda d: d["diagnostics"].update(probe_run="dynamic-c4"))
-    with pytest.raises(GridError, match="run 'dynamic-c4' is not defined"):
-        diag_targets.figure_inputs(missing, "fig5")
-    off = grid_from("smoke", lambda d: d["diagnostics"].update(iteration=7))
-    with pytest.raises(GridError, match="not a milestone"):
-        diag_targets.figure_args(off, "fig2")
-    none = grid_from("smoke", lambda d: d.pop("diagnostics"))
-    assert diag_targets.targets(none) == []
-    with pytest.raises(GridError, match="no diagnostics section"):
-        diag_targets.figure_inputs(none, "fig2")
+def test_bad_diagnostics_sections(tmp_path):
+    with pytest.raises(GridError, match=r"diagnostics\.probe_run: run 'dynamic-c4' is not defined"):
+        plan_from(tmp_path, "smoke", lambda d: d["diagnostics"].update(probe_run="dynamic-c4"))
+    with pytest.raises(GridError, match=r"diagnostics\.iteration: 70 is past the length of run 'sit'"):
+        plan_from(tmp_path, "smoke", lambda d: d["diagnostics"].update(iteration=70))
+    assert plan_from(tmp_path, "smoke", lambda d: d.pop("diagnostics")).diagnostics == {}
     with pytest.raises(GridError, match="diagnostics"):
-        grid_from("smoke", lambda d: d["diagnostics"].update(num_pairs=3))  # unknown key: schema error
+        plan_from(tmp_path, "smoke", lambda d: d["diagnostics"].update(num_pairs=3))  # unknown key: schema error
 
 
 @pytest.fixture(scope="module")
@@ -355,7 +352,7 @@ def trained(tmp_path_factory):
     from dar.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("diagnostics")
-    cache_run(CacheConfig(dataset="digits", out=str(root / "lat")))
+    cache_run(CacheConfig(dataset="digits", out=str(root / "lat")))  # format 2: records the data's identity
     ckpts = {}
     for routing in ("residual", "dar-static-c4"):
         cfg = TrainConfig(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from dar.launch import main as launch_main
 
+ROOT = Path(__file__).resolve().parents[1]
 PARAMS_JOB = ["--", "--models", "SiT-T/2", "--routings", "residual", "--input-size", "8", "--in-channels", "1"]
 
 
@@ -45,3 +49,45 @@ def test_waits_for_a_still_running_earlier_job_instead_of_running_twice(tmp_path
     assert rc == 0 and earlier.poll() is not None
     assert time.time() - t0 >= 2.0
     assert "still running; waiting" in capsys.readouterr().out
+
+
+def _launcher(folder, name, job, job_args, poll="0.2"):
+    cmd = [sys.executable, "-m", "dar.launch", job, "--cluster", "local", "--folder", str(folder), "--name", name, "--poll", poll]
+    return subprocess.Popen([*cmd, "--", *job_args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+
+
+def test_two_launchers_started_at_once_submit_one_job(tmp_path):
+    procs = [_launcher(tmp_path, "p", "params", PARAMS_JOB[1:]) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len(list(tmp_path.glob("*_submitted.pkl"))) == 1, "one job, whichever launcher submitted it"
+    assert sum("submitted to local" in o for o in outs) == 1
+    assert any("still running; waiting" in o for o in outs), outs
+
+
+def test_a_killed_controller_never_yields_a_second_trainer(tmp_path):
+    from dar.data.cache import CacheConfig
+    from dar.data.cache import run as cache_run
+
+    cache_run(CacheConfig(dataset="digits", out=str(tmp_path / "lat")))
+    run_dir = tmp_path / "run"
+    job = ["--data", str(tmp_path / "lat"), "--out", str(run_dir), "--model", "SiT-T/2", "--global-batch", "16"]
+    job += ["--iterations", "60", "--ckpt-every", "5", "--log-every", "5", "--precision", "fp32", "--device", "cpu"]
+    first = _launcher(tmp_path / "sub", "train-x", "train", job)
+    record, metrics = tmp_path / "sub" / "train-x.job", run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.2)
+    assert metrics.read_text().strip(), "training never started"
+    controller = json.loads(record.read_text())["pid"]
+    first.kill()  # the launcher...
+    os.kill(controller, signal.SIGKILL)  # ...and the submitit controller recorded for the job: its task runs on
+    first.wait()
+    second = _launcher(tmp_path / "sub", "train-x", "train", job)
+    out = second.communicate(timeout=300)[0]
+    assert second.returncode == 0, out
+    assert "still running; waiting" in out and "submitted to local" not in out
+    assert len(list((tmp_path / "sub").glob("*_submitted.pkl"))) == 1
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == list(range(5, 61, 5)), "one trainer: no duplicated or out-of-order metric lines"
+    assert (run_dir / "done.json").is_file()

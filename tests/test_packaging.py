@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 
@@ -59,3 +60,44 @@ def test_model_library_and_gpu_checks_import_only_torch_triton_numpy():
     imported = set(json.loads(out))
     assert imported - GPU_PATH_ALLOWED == set(), f"{sorted(imported - GPU_PATH_ALLOWED)} imported by the GPU path"
     assert {"torch", "triton", "dar", "kernels"} <= imported
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_finds_its_presets_and_schema(tmp_path):
+    """`pip install .` (a wheel, not the checkout): the presets and the grid schema are package data."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    wheels = tmp_path / "wheels"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)], check=True)
+    (wheel,) = wheels.glob("dar_repro-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, str(wheel)], check=True)
+    # the dependencies come from this environment, as a plain path (its .pth files, the editable finder among them,
+    # are not processed from there): `dar` itself can only come from the installed wheel
+    (Path(site) / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    where = subprocess.run(
+        [python, "-c", "import dar; print(dar.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert where.returncode == 0 and where.stdout.startswith(site), where.stdout + where.stderr
+    out = subprocess.run(
+        [python, "-m", "dar", "cells", "--preset", "smoke", "--table", "table1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "results/smoke/cells/table1/static-c4_ode_cfg1.5.json" in out.stdout
+    bad = subprocess.run(
+        [python, "-m", "dar", "cells", "--preset", "nope"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "choose one of ['digits', 'imagenet256', 'smoke']" in bad.stderr

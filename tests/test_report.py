@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dar import grid as grid_file
 from dar.collate import collate
-from dar.grid import CONFIG_DIR, Grid
+from dar.plan import Plan
 from dar.report import render
 from dar.report.browser import INSTALL_HINT, Browser, find_chromium
 
@@ -87,7 +88,7 @@ def parse(path: Path) -> Node:
 
 # ---------------------------------------------------------------- fixtures
 def write_preset(tmp_path: Path, mutate) -> Path:
-    data = copy.deepcopy(yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text()))
+    data = copy.deepcopy(yaml.safe_load(grid_file.locate("smoke")[0]))
     data["name"] = "handmade"
     data["runs"]["skip"] = {"routing": "skip", "iterations": 10, "label": "U-ViT skip (ours)"}
     data["tables"] = {
@@ -117,7 +118,7 @@ def set_done(df, name: str, table: str = "table1", n: int = 1, feature_space: st
         df.loc[i, [m, f"{m}_std", f"paper_{m}", f"delta_{m}"]] = [ours, std, paper, delta]
 
 
-def handmade_table(grid: Grid):
+def handmade_table(grid: Plan):
     """Every cell pending (as collate writes them), then four hand-made rows."""
     df = collate(grid)
     for col in (
@@ -145,7 +146,7 @@ def handmade_table(grid: Grid):
     return df
 
 
-def diagnostics_fig3(grid: Grid) -> None:
+def diagnostics_fig3(grid: Plan) -> None:
     d = grid.root / "diagnostics"
     d.mkdir(parents=True, exist_ok=True)
     fig3 = {"figure": "fig3", "title": "Fig. 3: source mixing across t", "paper": {"source": "Sec. 3 / Fig. 3"}}
@@ -157,7 +158,7 @@ def diagnostics_fig3(grid: Grid) -> None:
 @pytest.fixture(scope="module")
 def paper_page(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    grid = Grid.load(str(write_preset(tmp, paper_scale)), results=tmp / "results")
+    grid = Plan.load(str(write_preset(tmp, paper_scale)), results=tmp / "results")
     df = handmade_table(grid)
     grid.table_path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(grid.table_path, index=False)
@@ -215,7 +216,7 @@ def test_pending_cell_links_to_its_exact_snakemake_command(paper_page):
     assert link.attrs["href"] == "#cmd-table1-sit_ode_cfg1.5"
     item = doc.find("li", id="cmd-table1-sit_ode_cfg1.5")
     path = grid.root / "cells" / "table1" / "sit_ode_cfg1.5.json"
-    assert item.find("code").text() == f"snakemake {path} --cores 2 --config preset={grid.preset}"
+    assert item.find("code").text() == f"snakemake {path} --cores 2 --config preset={grid.preset_arg}"
 
 
 def test_multi_seed_cell_shows_mean_std_and_n_and_flags_a_miss(paper_page):
@@ -286,7 +287,7 @@ def test_figure_slots_fill_or_say_what_produces_them(paper_page):
     for key in ("fig2", "fig5", "chunk_theory", "fig6", "loss"):
         slot = doc.find("div", data_slot=key)
         assert slot.attrs["data-filled"] == "no" and not slot.find_all("img")
-    want = f"snakemake {grid.root / 'diagnostics' / 'fig2.json'} --cores 2 --config preset={grid.preset}"
+    want = f"snakemake {grid.root / 'diagnostics' / 'fig2.json'} --cores 2 --config preset={grid.preset_arg}"
     assert want in [c.text() for c in doc.find("div", data_slot="fig2").find_all("code")]
 
 
@@ -298,7 +299,7 @@ def test_landing_page_links_the_preset(paper_page):
 
 
 def test_digits_scale_has_no_delta_and_never_says_inception_fid(tmp_path):
-    grid = Grid.load(str(write_preset(tmp_path, lambda d: d.pop("diagnostics"))), results=tmp_path / "results")
+    grid = Plan.load(str(write_preset(tmp_path, lambda d: d.pop("diagnostics"))), results=tmp_path / "results")
     df = handmade_table(grid)
     set_done(df, "sit_ode_cfg1.0", feature_space="digits", fid=(550.0, 0.0, 9.67, None))
     df.to_csv(tmp_path / "table.csv", index=False)
@@ -317,7 +318,7 @@ def test_digits_scale_has_no_delta_and_never_says_inception_fid(tmp_path):
 
 
 def test_missing_collated_table_degrades_to_pending(tmp_path):
-    grid = Grid.load(str(write_preset(tmp_path, lambda d: None)), results=tmp_path / "results")
+    grid = Plan.load(str(write_preset(tmp_path, lambda d: None)), results=tmp_path / "results")
     out = render.render(grid, tmp_path / "empty.html")
     doc = parse(out)
     assert doc.find("span", id="cells-done").text() == "0"
@@ -326,7 +327,7 @@ def test_missing_collated_table_degrades_to_pending(tmp_path):
 
 
 def test_cells_the_collated_table_lacks_are_collated_at_render_time(tmp_path):
-    grid = Grid.load(str(write_preset(tmp_path, lambda d: None)), results=tmp_path / "results")
+    grid = Plan.load(str(write_preset(tmp_path, lambda d: None)), results=tmp_path / "results")
     df = handmade_table(grid)
     df[df["table"] == "table1"].to_csv(tmp_path / "old.csv", index=False)  # written before the grid grew
     doc = parse(render.render(grid, tmp_path / "old.html", table=tmp_path / "old.csv"))

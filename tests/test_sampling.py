@@ -10,9 +10,12 @@ import torch
 
 from dar.data.cache import CacheConfig
 from dar.data.cache import run as cache_run
+from dar.fingerprint import IdentityMismatch, fingerprint
+from dar.provenance import file_sha256
 from dar.sampling import PerSampleRNG, save_grid
-from dar.sampling.job import SampleConfig, run, shard_dir
+from dar.sampling.config import SampleConfig
 from dar.sampling.job import main as sample_main
+from dar.sampling.job import run, shard_dir
 from dar.train import TrainConfig, train
 
 
@@ -63,6 +66,9 @@ def test_npz_format_protocol_and_grid(ckpt, tmp_path):
     assert p["iteration"] == 4 and p["routing"] == "dar-static-c4" and p["sampler"] == "ode-heun"
     assert p["nfe_used"] == [6] and p["cfg_scale"] == 1.5 and p["cfg_channels"] == 3 and p["num_samples"] == 20
     assert p["decoder"]["name"] == "identity" and "git_commit" in p["environment"]
+    ck = torch.load(ckpt, weights_only=False)
+    assert p["identity"]["checkpoint"] == {"run": ck["fingerprint"], "iteration": 4}
+    assert p["fingerprint"] == fingerprint(p["identity"]) and p["inputs"]["checkpoint_sha256"] == file_sha256(ckpt)
     assert (tmp_path / "g.png").stat().st_size > 100 and not shard_dir(out).exists()
 
 
@@ -74,7 +80,8 @@ def test_same_file_on_one_and_two_processes(ckpt, tmp_path, monkeypatch):
         run(cfg(ckpt, tmp_path / "two.npz", sampler="sde"))
         if rank == 1:
             assert not (tmp_path / "two.npz").exists()  # rank 0's shards are still missing
-            assert sorted(p.name for p in shard_dir(tmp_path / "two.npz").iterdir()) == ["shard_00001.npz"]
+            names = sorted(p.name for p in shard_dir(tmp_path / "two.npz").iterdir())
+            assert names == ["manifest.json", "shard_00000008_00000016.npz"]
     two = np.load(tmp_path / "two.npz")
     assert np.array_equal(one["arr_0"], two["arr_0"]) and np.array_equal(one["labels"], two["labels"])
 
@@ -90,7 +97,7 @@ def test_rerun_skips_finished_shards(ckpt, tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     run(cfg(ckpt, tmp_path / "s.npz"))  # shards 0 and 2 of 3
-    done = shard_dir(tmp_path / "s.npz") / "shard_00000.npz"
+    done = shard_dir(tmp_path / "s.npz") / "shard_00000000_00000008.npz"
     mtime = done.stat().st_mtime_ns
     monkeypatch.setenv("WORLD_SIZE", "1")
     calls = []
@@ -101,6 +108,58 @@ def test_rerun_skips_finished_shards(ckpt, tmp_path, monkeypatch):
     run(cfg(ckpt, tmp_path / "s.npz"))
     assert calls == [list(range(8, 16))]  # only the missing shard 1 was generated
     assert (tmp_path / "s.npz").is_file() and mtime > 0
+
+
+def _interrupted(ckpt, out, monkeypatch, **kw):
+    """A sampling run cut off after its first shard (rank 0 of 2 makes shards 0 and 2; rank 1 never ran)."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    run(cfg(ckpt, out, **kw))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not out.exists()
+
+
+def test_a_rerun_with_another_shard_size_makes_exactly_the_samples_asked_for(ckpt, tmp_path, monkeypatch):
+    full = np.load(run(cfg(ckpt, tmp_path / "full.npz", batch_size=2, shard_size=8)))
+    _interrupted(ckpt, tmp_path / "s.npz", monkeypatch, batch_size=2, shard_size=8)
+    out = np.load(run(cfg(ckpt, tmp_path / "s.npz", batch_size=2, shard_size=4)))
+    assert len(out["arr_0"]) == 20 and np.array_equal(out["labels"], full["labels"])
+    assert np.array_equal(out["arr_0"], full["arr_0"])  # no sample duplicated or missing
+    assert json.loads((tmp_path / "s.npz.json").read_text())["num_samples"] == 20
+
+
+def test_a_rerun_from_another_checkpoint_at_the_same_path_is_refused(ckpt, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    path = tmp_path / "ckpt.pt"
+    shutil.copy(ckpt, path)
+    _interrupted(path, tmp_path / "s.npz", monkeypatch)
+    other = train(TrainConfig(**{**torch.load(ckpt, weights_only=False)["config"], "seed": 1, "out": str(tmp_path / "run1")}))
+    shutil.copy(other / "checkpoints" / "step_0000004.pt", path)  # a retrained run, copied over the same path
+    with pytest.raises(IdentityMismatch, match=r"identity\.checkpoint\.run: '[0-9a-f]+' recorded there") as e:
+        run(cfg(path, tmp_path / "s.npz"))
+    assert "--restart" in str(e.value)
+    assert sample_main(["--config", _job(tmp_path, cfg(path, tmp_path / "s.npz"))]) == 2
+    assert "error: sample shard folder" in capsys.readouterr().err
+    # --restart discards the shards of the earlier checkpoint: the file is all of the new one's
+    out = np.load(run(cfg(path, tmp_path / "s.npz", restart=True)))
+    fresh = np.load(run(cfg(path, tmp_path / "fresh.npz")))
+    assert np.array_equal(out["arr_0"], fresh["arr_0"])
+    # the same checkpoint's bytes changed under the same identity (e.g. rewritten): the sha256 differs
+    _interrupted(path, tmp_path / "t.npz", monkeypatch)
+    state = torch.load(path, weights_only=False)
+    state["ema"] = {k: v + 0.01 for k, v in state["ema"].items()}
+    torch.save(state, path)
+    with pytest.raises(IdentityMismatch, match=r"inputs\.checkpoint_sha256"):
+        run(cfg(path, tmp_path / "t.npz"))
+
+
+def _job(tmp_path, c) -> str:
+    from dar.config import to_dict
+
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(to_dict(c)))
+    return str(path)
 
 
 def test_bad_inputs(ckpt, tmp_path, capsys):

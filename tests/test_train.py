@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import torch
 from conftest import tiny_cfg
 from dar.config import ConfigError
 from dar.data.cache import CacheConfig, run
+from dar.fingerprint import IdentityMismatch
 from dar.train import TrainingDiverged, train
 from dar.train import checkpoint as ckpt_io
 from dar.train.job import main as train_main
@@ -230,7 +232,124 @@ def test_bad_config_errors_and_writes_nothing(digits_cache, tmp_path, capsys):
         train(tiny_cfg(digits_cache, tmp_path / "r2", micro_batch=5))
 
 
-def test_dry_run_prints_resolved_config(capsys):
-    assert train_main(["--preset", "digits", "--routing", "dar-dynamic-c4", "--dry-run"]) == 0
+def test_dry_run_prints_a_grid_runs_resolved_config(capsys):
+    assert train_main(["--preset", "digits", "--run", "dynamic-c4", "--dry-run"]) == 0
     cfg = json.loads(capsys.readouterr().out)
-    assert cfg["routing"] == "dar-dynamic-c4" and cfg["model"] == "SiT-T/2" and cfg["global_batch"] == 128
+    assert cfg["routing"] == "dar-dynamic-c4" and cfg["model"] == "SiT-T/2" and cfg["global_batch"] == 64
+    assert cfg["out"].startswith("results/digits/runs/dynamic-c4/seed0-")
+    assert train_main(["--preset", "digits", "--dry-run"]) == 2
+    assert "--preset and --run go together" in capsys.readouterr().err
+    assert train_main(["--preset", "digits", "--run", "nope", "--dry-run"]) == 2
+    assert "run: 'nope' is not a run of preset digits" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Run identity: a run folder resumes only under the identity it was begun with
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"lr": 2e-3}, "identity.lr: 0.001 recorded there, 0.002 now"),
+        ({"routing": "dar-static-c8"}, "identity.routing: 'dar-static-c4' recorded there, 'dar-static-c8' now"),
+        ({"routing": "dar-explicit-c4"}, "identity.routing"),  # same keys and shapes as static: loads without complaint
+        ({"seed": 1}, "identity.seed: 0 recorded there, 1 now"),
+        ({"global_batch": 8}, "identity.global_batch"),
+        ({"class_dropout": 0.2}, "identity.class_dropout"),
+        ({"weight_decay": 0.01}, "identity.weight_decay"),
+    ],
+)
+def test_resume_under_another_identity_is_refused(digits_cache, tmp_path, change, field):
+    out = tmp_path / "r"
+    train(tiny_cfg(digits_cache, out, routing="dar-static-c4", iterations=3, ckpt_every=3))
+    before = weights(out)
+    with pytest.raises(IdentityMismatch, match=re.escape(field)) as e:
+        train(tiny_cfg(digits_cache, out, iterations=6, ckpt_every=3, **{"routing": "dar-static-c4", **change}))
+    assert "--restart" in str(e.value) and "new run folder" in str(e.value)
+    assert_same(before, weights(out))  # nothing was touched
+    assert json.loads((out / "done.json").read_text())["identity"]["lr"] == 1e-3
+
+
+def test_restart_sets_the_old_run_aside_and_trains_afresh(digits_cache, tmp_path, capsys):
+    out = tmp_path / "r"
+    train(tiny_cfg(digits_cache, out, iterations=3, ckpt_every=3))
+    old = weights(out)
+    assert (
+        train_main(
+            ["--config", str(_config_file(tmp_path, tiny_cfg(digits_cache, out, iterations=3, lr=2e-3))), "--restart", "true"]
+        )
+        == 0
+    )
+    replaced = sorted(out.glob("replaced-*"))
+    assert len(replaced) == 1 and (replaced[0] / "checkpoints").is_dir() and (replaced[0] / "metrics.jsonl").is_file()
+    assert "set aside in" in capsys.readouterr().out
+    assert_same(old, ckpt_io.load(ckpt_io.newest(replaced[0]))["model"])  # the old run is kept, not overwritten
+    fresh = train(tiny_cfg(digits_cache, tmp_path / "fresh", iterations=3, lr=2e-3))
+    assert_same(weights(out), weights(fresh))  # the restarted run is exactly a new run of the new config
+    assert ckpt_io.load(ckpt_io.newest(out))["identity"]["lr"] == 2e-3
+
+
+def _config_file(tmp_path, cfg):
+    from dar.config import to_dict
+
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(to_dict(cfg)))
+    return path
+
+
+def test_lengthening_a_run_continues_it_exactly(digits_cache, tmp_path):
+    train(tiny_cfg(digits_cache, tmp_path / "a", iterations=3, ckpt_every=3))
+    train(tiny_cfg(digits_cache, tmp_path / "a", iterations=6, ckpt_every=3))  # same identity: the length is not part of it
+    train(tiny_cfg(digits_cache, tmp_path / "b", iterations=6, ckpt_every=3))
+    assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+
+def test_a_milestone_the_run_passed_without_keeping_is_refused(digits_cache, tmp_path):
+    train(tiny_cfg(digits_cache, tmp_path / "r", iterations=6, ckpt_every=3))
+    with pytest.raises(ConfigError, match=r"is at step 6 but kept no checkpoint at milestone\(s\) \[2\]"):
+        train(tiny_cfg(digits_cache, tmp_path / "r", iterations=6, ckpt_every=3, milestones=[2, 6]))
+    # the step the run stopped at is its newest checkpoint: asked for as a milestone later, it is kept
+    train(tiny_cfg(digits_cache, tmp_path / "r", iterations=6, ckpt_every=3, milestones=[6]))
+    assert ckpt_io.load(ckpt_io.milestone_path(tmp_path / "r", 6))["step"] == 6
+
+
+def test_other_data_is_refused_on_resume(digits_cache, tmp_path):
+    from test_data import make_tree
+
+    train(tiny_cfg(digits_cache, tmp_path / "r", iterations=3, ckpt_every=3))
+    tree = make_tree(tmp_path / "tree")
+    run(CacheConfig(dataset="imagefolder", root=str(tree), image_size=8, out=str(tmp_path / "lat"), shard_size=4, workers=0))
+    with pytest.raises(IdentityMismatch, match=r"identity\.data\.dataset: 'digits' recorded there, 'imagefolder' now"):
+        train(tiny_cfg(tmp_path / "lat", tmp_path / "r", iterations=6, ckpt_every=3))
+    # the same data in another shard layout is the same data: the run resumes from it
+    run(CacheConfig(dataset="digits", out=str(tmp_path / "lat2"), shard_size=100))
+    train(tiny_cfg(tmp_path / "lat2", tmp_path / "r", iterations=4, ckpt_every=2))
+    # other latents under the same identity (a cache re-encoded with other numbers): the content hash differs
+    m = np.load(tmp_path / "lat2" / "shard_00000" / "moments.npy")
+    np.save(tmp_path / "lat2" / "shard_00000" / "moments.npy", m * 1.01)
+    (tmp_path / "lat2" / "index.json").unlink()
+    run(CacheConfig(dataset="digits", out=str(tmp_path / "lat2"), shard_size=100))  # finds its shards, rewrites the index
+    with pytest.raises(IdentityMismatch, match=r"inputs\.latents_sha256"):
+        train(tiny_cfg(tmp_path / "lat2", tmp_path / "r", iterations=6, ckpt_every=2))
+
+
+def test_a_checkpoint_without_identity_is_refused(digits_cache, tmp_path):
+    out = tmp_path / "r"
+    train(tiny_cfg(digits_cache, out, iterations=3, ckpt_every=3))
+    path = ckpt_io.newest(out)
+    state = torch.load(path, weights_only=False)
+    del state["identity"], state["inputs"]
+    torch.save(state, path)  # as written before runs recorded what made them
+    with pytest.raises(IdentityMismatch, match="identity: missing recorded there"):
+        train(tiny_cfg(digits_cache, out, iterations=6, ckpt_every=3))
+
+
+def test_one_trainer_per_run_folder(digits_cache, tmp_path):
+    from dar.lock import FolderBusy, FolderLock
+
+    out = tmp_path / "r"
+    with FolderLock(out, "training run folder"):  # another trainer holds the folder
+        with pytest.raises(FolderBusy, match=rf"training run folder {out} is in use by pid {os.getpid()}"):
+            train(tiny_cfg(digits_cache, out, iterations=3))
+    assert not (out / "checkpoints").exists()

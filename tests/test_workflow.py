@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dar.grid import CONFIG_DIR
+from dar import grid as grid_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -31,19 +31,19 @@ def job_counts(out: str) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
-def test_dry_run_of_the_full_paper_grid_through_the_slurm_profile():
-    res = snakemake("-n", "--profile", "slurm", "--config", "preset=imagenet256")
+def test_dry_run_of_the_full_paper_grid_through_the_slurm_profile(tmp_path):
+    res = snakemake("-n", "--profile", "slurm", "--config", "preset=imagenet256", f"results={tmp_path}")
     counts = job_counts(res.stdout)
     # 10 runs (Table 1: 5, Table 2: +1 explicit, Table 3: 2 REPA, Table 4: +2 chunk sizes); 52 cells share 51 sample files
     assert counts["train"] == 10 and counts["cell"] == 52 and counts["sample"] == 51
     assert counts["fetch_assets"] == 1 and counts["cache_latents"] == 1 and counts["collate"] == 1
 
 
-def write_grid(tmp_path, mutate):
-    data = yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text())
+def write_grid(tmp_path, mutate, name="grid.yaml"):
+    data = yaml.safe_load(grid_file.locate("smoke")[0])
     data = copy.deepcopy(data)
     mutate(data)
-    path = tmp_path / "grid.yaml"
+    path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -58,6 +58,8 @@ def test_bad_grid_fails_before_any_job(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_preset_end_to_end(tmp_path):
+    from dar.plan import Plan
+
     res_dir = tmp_path / "results"
     run = snakemake("--cores", "2", "--config", "preset=smoke", f"results={res_dir}", check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -79,12 +81,37 @@ def test_smoke_preset_end_to_end(tmp_path):
         "feature_extractor",
     ):
         assert key in prot, key
+    # the plan computed, before any job ran, the identities the jobs then recorded
+    plan = Plan.load("smoke", results=res_dir)
+    for r in plan.runs.values():
+        done = json.loads(r.done.read_text())
+        assert done["fingerprint"] == r.fingerprint and done["identity"] == r.identity
+    for s in plan.samples:
+        side = json.loads(s.sidecar.read_text())
+        assert side["fingerprint"] == s.fingerprint and side["identity"] == json.loads(json.dumps(s.identity))
+    for c in plan.cells:
+        assert json.loads(c.path.read_text())["fingerprint"] == c.fingerprint
     again = snakemake("-n", "--cores", "2", "--config", "preset=smoke", f"results={res_dir}")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # a changed learning rate trains new runs in new folders; the finished runs are kept where they are
+    grid = write_grid(tmp_path, lambda d: d["train"].update(lr=0.002))
+    changed = snakemake("-n", "--cores", "2", "--config", f"preset={grid}", f"results={res_dir}")
+    counts = job_counts(changed.stdout)
+    assert counts["train"] == 2 and counts["sample"] == 6 and counts["cell"] == 10
+    new = Plan.load(str(grid), results=res_dir)
+    assert all(new.runs[k].dir != r.dir and r.done.is_file() for k, r in plan.runs.items())
+    # another preset on the same results root reuses the shared digits network and reference statistics
+    other = write_grid(tmp_path, lambda d: d.update(name="smoke-other"), name="other.yaml")
+    shared = [str(plan.digits_net), str(plan.reference)]
+    dry = snakemake("-n", *shared, "--cores", "2", "--config", f"preset={other}", f"results={res_dir}")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
 @pytest.mark.slow
 def test_killed_workflow_resumes_training_and_reruns_nothing_finished(tmp_path):
+    from dar.plan import Plan
+
     def longer(d):
         d["runs"] = {"sit": {"routing": "residual", "iterations": 400, "label": "SiT"}}
         d["train"].update(ckpt_every=20, log_every=20)
@@ -93,23 +120,25 @@ def test_killed_workflow_resumes_training_and_reruns_nothing_finished(tmp_path):
 
     grid = write_grid(tmp_path, longer)
     res_dir = tmp_path / "results"
+    plan = Plan.load(str(grid), results=res_dir)
+    run = plan.runs[("sit", 0)]
     args = [*SNAKEMAKE, "--cores", "2", "--config", f"preset={grid}", f"results={res_dir}"]
     proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = res_dir / "smoke" / "runs" / "sit" / "seed0" / "checkpoints" / "latest.pt"
+    latest = run.dir / "checkpoints" / "latest.pt"
     deadline = time.time() + 300
     while time.time() < deadline and not latest.exists():
         time.sleep(0.2)
     assert latest.exists(), "training never checkpointed"
-    index = res_dir / "smoke" / "latents" / "index.json"
+    index = plan.latents_dir / "index.json"
     mtime = index.stat().st_mtime_ns
     os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow: snakemake, launcher, training job
     proc.wait()
-    assert not (res_dir / "smoke" / "runs" / "sit" / "seed0" / "done.json").exists()
+    assert not run.done.exists()
     snakemake("--unlock", "--cores", "1", "--config", f"preset={grid}", f"results={res_dir}")
     # jobs killed mid-way (training, and whatever ran beside it) are "incomplete": rerun them
     rerun = snakemake("--cores", "2", "--rerun-incomplete", "--config", f"preset={grid}", f"results={res_dir}", check=False)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    log = (res_dir / "smoke" / "logs" / "train" / "sit_seed0.log").read_text()
+    log = (res_dir / "smoke" / "logs" / "train" / f"sit_{run.dir.name}.log").read_text()
     assert "resuming from" in log
     assert index.stat().st_mtime_ns == mtime, "the finished latent cache must not be rebuilt"
     assert "rule cache_latents" not in rerun.stdout + rerun.stderr

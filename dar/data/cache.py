@@ -10,7 +10,8 @@ Layout of the output folder:
     shard_00000/labels.npy    [n] int64
     shard_00000/indices.npy   [n] int64, positions in the dataset
     shard_00000/images.npy    [n, H, W, C] uint8 clean images (only with --store-images, for REPA)
-    index.json                dataset, encoder, preprocessing, shapes, shard list
+    index.json                dataset, encoder, preprocessing, shapes, shard list, content hashes, identity
+    manifest.json             the identity of the cache (written first; a rerun under another identity is refused)
 
 Storing both the image's and its flip's posterior keeps flip augmentation
 exact. Each shard is written to a temporary folder and renamed, so a shard
@@ -23,6 +24,8 @@ index is written last, by whichever rank finds every shard complete.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -34,11 +37,13 @@ import torch
 
 from dar.config import ConfigError, job_parser, opt, run_job
 from dar.data.encoders import IdentityEncoder, SDVAEEncoder
+from dar.fingerprint import IdentityMismatch, fingerprint
 from dar.io import write_json
 from dar.provenance import git_commit
 
 INDEX = "index.json"
-FORMAT = 1
+MANIFEST = "manifest.json"  # the identity of the cache being written, checked before any shard is reused
+FORMAT = 2  # 2: the index records the data's identity
 
 
 @dataclass
@@ -47,13 +52,24 @@ class CacheConfig:
     root: str | None = opt(None, "ImageFolder root (dataset=imagefolder)")
     image_size: int = opt(256, "ADM centre-crop size (dataset=imagefolder)")
     encoder: str = opt("identity", "latent encoder: 'identity' (digits) or 'sd-vae'")
-    vae_path: str | None = opt(None, "local diffusers folder of the SD VAE (encoder=sd-vae)")
-    out: str = opt("results/latents/digits", "output folder")
+    vae_path: str | None = opt(None, "local diffusers folder of the SD VAE (encoder=sd-vae)", identity=False)
+    out: str = opt("results/latents/digits", "output folder", identity=False)
     shard_size: int = opt(4096, "images per shard")
-    batch_size: int = opt(64, "images per encoder call")
-    workers: int = opt(4, "data-loading worker processes (dataset=imagefolder)")
+    batch_size: int = opt(64, "images per encoder call", identity=False)
+    workers: int = opt(4, "data-loading worker processes (dataset=imagefolder)", identity=False)
     store_images: bool = opt(False, "also keep the preprocessed images (uint8) for encoders that need the clean image (REPA)")
-    device: str = opt("auto", "'auto' (cuda:LOCAL_RANK if available), 'cpu' or 'cuda'")
+    device: str = opt("auto", "'auto' (cuda:LOCAL_RANK if available), 'cpu' or 'cuda'", identity=False)
+
+    def data_identity(self) -> dict:
+        """What the training data is (part of every run's identity): dataset, its root and crop, encoder."""
+        out = {"dataset": self.dataset, "encoder": self.encoder}
+        if self.dataset == "imagefolder":
+            out.update(root=self.root, image_size=self.image_size)
+        return out
+
+    def identity(self) -> dict:
+        """The cache folder's identity: the data's, plus its layout (shard size) and whether it keeps images."""
+        return {**self.data_identity(), "shard_size": self.shard_size, "store_images": self.store_images}
 
 
 class _DigitsSource(torch.utils.data.Dataset):
@@ -113,6 +129,38 @@ def _write_shard(out: Path, s: int, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, final)  # atomic: a shard folder that exists is complete
 
 
+def content_sha256(out: Path, shards: list[str]) -> str:
+    """Digest of the cache's latents and labels in dataset order, independent of the shard layout (and of
+    whether images are kept): two caches of the same data hash alike however they are sharded."""
+    moments, labels = hashlib.sha256(), hashlib.sha256()
+    for s in shards:
+        moments.update(np.ascontiguousarray(np.load(out / s / "moments.npy", mmap_mode="r")).tobytes())
+        labels.update(np.ascontiguousarray(np.load(out / s / "labels.npy")).astype(np.int64).tobytes())
+    return hashlib.sha256((moments.hexdigest() + labels.hexdigest()).encode()).hexdigest()
+
+
+def _claim(out: Path, cfg: CacheConfig) -> None:
+    """Record the cache's identity in <out>/manifest.json, or refuse a folder begun under another identity."""
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        recorded = json.loads(manifest.read_text())
+        if recorded.get("identity") != cfg.identity():
+            raise IdentityMismatch(
+                "latent cache",
+                out,
+                recorded.get("identity"),
+                cfg.identity(),
+                [f"cache into another folder (--out), or remove {out} and rerun"],
+            )
+        return
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(
+            f"latent cache {out} holds files but no {MANIFEST} (written before caches recorded their identity): "
+            f"remove {out} and rerun, or cache into another folder (--out)"
+        )
+    write_json(manifest, {"identity": cfg.identity(), "fingerprint": fingerprint(cfg.identity())})
+
+
 def run(cfg: CacheConfig) -> Path:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if cfg.device == "auto":
@@ -122,7 +170,7 @@ def run(cfg: CacheConfig) -> Path:
     ds, desc, num_classes = _source(cfg)
     enc = _encoder(cfg, device)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out, cfg)
     n = len(ds)
     num_shards = (n + cfg.shard_size - 1) // cfg.shard_size
     mine = [s for s in range(num_shards) if s % world == rank and not (out / shard_name(s)).is_dir()]
@@ -172,6 +220,10 @@ def run(cfg: CacheConfig) -> Path:
                 "shard_size": cfg.shard_size,
                 "images": cfg.store_images,
                 "shards": [shard_name(s) for s in range(num_shards)],
+                "content_sha256": content_sha256(out, [shard_name(s) for s in range(num_shards)]),
+                "identity": cfg.data_identity(),
+                "cache_identity": cfg.identity(),
+                "fingerprint": fingerprint(cfg.identity()),
                 "git_commit": git_commit(),
             },
         )

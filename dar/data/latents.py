@@ -32,7 +32,12 @@ class LatentCache:
             )
         self.index = json.loads(index_path.read_text())
         if self.index.get("format") != FORMAT:
-            raise ValueError(f"latent cache {self.folder} has format {self.index.get('format')}, expected {FORMAT}; rebuild it")
+            raise ValueError(
+                f"latent cache {self.folder} has format {self.index.get('format')}, expected {FORMAT} (this version "
+                f"records the data's identity); rebuild it: remove {self.folder} and rerun python -m dar cache-latents"
+            )
+        self.identity = self.index["identity"]  # the data's identity, part of every run's identity
+        self.content_sha256 = self.index["content_sha256"]  # digest of every shard's arrays
         self.moments = [np.load(self.folder / s / "moments.npy", mmap_mode="r") for s in self.index["shards"]]
         self.labels = torch.from_numpy(np.concatenate([np.load(self.folder / s / "labels.npy") for s in self.index["shards"]]))
         self.offsets = np.cumsum([0] + [len(m) for m in self.moments])

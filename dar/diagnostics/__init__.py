@@ -9,8 +9,7 @@ of (image, noise) pairs swept over a t grid:
     probe         Fig. 5: ridge probe of t from the aggregated state feeding each router
     chunk_theory  Eq. 8-9, Proposition 1: the U-shaped cost of chunked aggregation and S*
     plots         the PNG of each figure (matplotlib, Agg)
-    job           `python -m dar diagnose`: runs one figure, writes its JSON and PNG
-    targets       the figures' paths, checkpoints and job flags in a preset (for the workflow rules)
+    job           `python -m dar diagnose`: runs one figure, writes its JSON and PNG (dar.plan builds its config)
 
 Time convention: SiT's (dar.transport.path), t = 0 noise, t = 1 data.
 """

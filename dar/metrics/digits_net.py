@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dar.config import parse_with_config
 from dar.data import digits
 from dar.io import atomic_path, write_json
 from dar.provenance import environment, file_sha256
 
 WEIGHTS_NAME = "digits_net.pt"
 INFO_NAME = "digits_net.json"
-DEFAULT_OUT = "results/digits_features"
+DEFAULT_OUT = "results/shared/digits_features"  # where dar.plan puts the shared network
 MIN_ACCURACY = 0.97
 CREATE_CMD = "python -m dar digits-features --out DIR"
 
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         default=MIN_ACCURACY,
         help="refuse to write weights below this held-out accuracy (default: %(default)s)",
     )
-    args = p.parse_args(argv)
+    args = parse_with_config(p, argv)
     cfg = TrainConfig(args.seed, args.epochs, args.batch_size, args.lr, args.weight_decay, args.max_shift)
 
     t0 = time.perf_counter()

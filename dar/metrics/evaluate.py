@@ -151,7 +151,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m dar evaluate",
         description=__doc__,
@@ -164,7 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", required=True, help="result JSON (written atomically, only on success)")
     add_extractor_args(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def evaluation_args(**values) -> argparse.Namespace:
+    """The evaluation's settings as typed values (for callers such as the cell job): the parser's defaults, then `values`."""
+    args = argparse.Namespace(**{a.dest: a.default for a in parser()._actions if a.dest != "help"})
+    unknown = set(values) - set(vars(args))
+    if unknown:
+        raise TypeError(f"unknown evaluation settings {sorted(unknown)}")
+    vars(args).update(values)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     try:
         result = evaluate(args)

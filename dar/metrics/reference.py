@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dar.config import parse_with_config
 from dar.io import write_npz
 from dar.metrics.checks import EvaluationInputError, check_feature_space_input, check_images, load_npz
 from dar.metrics.extractors import FEATURE_SPACES, FeatureSpace
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="reference .npz to write (skipped when it is up to date)")
     add_extractor_args(p)
     p.add_argument("--force", action="store_true", help="recompute even when --out is up to date")
-    args = p.parse_args(argv)
+    args = parse_with_config(p, argv)
 
     space = FEATURE_SPACES[args.features]
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dar.grid import Grid
+from dar.plan import Plan
 
 
 def to_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -28,34 +28,35 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def metric_space(grid: Grid, num_samples: int | None = None) -> str:
+def metric_space(plan: Plan, num_samples: int | None = None) -> str:
     """Axis wording for the preset's feature space (digits metrics are never called Inception)."""
-    if grid.features == "digits":
+    if plan.evaluation.features == "digits":
         return "digits-classifier features, not Inception"
     return "Inception-v3" + (f", {num_samples // 1000:g}K samples" if num_samples else "")
 
 
 # ------------------------------------------------------------------- Fig. 1b
-def fig1b(grid: Grid, df: pd.DataFrame) -> bytes | None:
+def fig1b(plan: Plan, df: pd.DataFrame) -> bytes | None:
     """FID over training iterations, one line per run; pending points are left out."""
     if "fid" not in df.columns:
         return None
     done = df[(df["table"] == "fig1b") & (df["status"] == "done")]
     if done.empty:
         return None
-    scale = int(grid.data.get("paper_iteration_scale", 1))
+    scale = plan.preset.paper_iteration_scale
     n = int(done["num_samples"].iloc[0])
     fig = Figure(figsize=(6.4, 3.8))
     ax = fig.add_subplot()
-    for run in grid.data["tables"].get("fig1b", {}).get("runs", sorted(done["run"].unique())):
+    t = plan.tables.get("fig1b")
+    for run in t.runs if t else sorted(done["run"].unique()):
         pts = done[done["run"] == run].sort_values("iteration")
         if pts.empty:
             continue
-        label = grid.data["runs"].get(run, {}).get("label", run)
+        label = plan.run_defs[run].label if run in plan.run_defs else run
         std = pts["fid_std"] if "fid_std" in pts and (pts.get("n_seeds", pd.Series([1])) > 1).any() else None
         ax.errorbar(pts["iteration"], pts["fid"], yerr=std, marker="o", capsize=3, label=label)
     ax.set_xlabel("training iteration" + (f" (paper's = ours × {scale:,})" if scale != 1 else ""))
-    ax.set_ylabel(f"FID ({metric_space(grid, n)})")
+    ax.set_ylabel(f"FID ({metric_space(plan, n)})")
     ax.set_title(f"Fig. 1b: FID over training, ODE w/o guidance, {n:,} samples", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -73,14 +74,14 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
-def loss_curves(grid: Grid) -> bytes | None:
+def loss_curves(plan: Plan) -> bytes | None:
     """Training loss (flow-matching velocity MSE) against step for every run and seed that has logged."""
     fig = Figure(figsize=(6.4, 3.8))
     ax = fig.add_subplot()
-    seeds = len(grid.data["seeds"])
+    seeds = len(plan.seeds)
     drawn, lo, hi = 0, float("inf"), 0.0
-    for (run, seed), r in grid.runs.items():
-        path = grid.run_dir(run, seed) / "metrics.jsonl"
+    for (_, seed), r in plan.runs.items():
+        path = r.dir / "metrics.jsonl"
         if not path.is_file():
             continue
         recs = [x for x in read_jsonl(path) if "step" in x and "loss" in x]

@@ -17,15 +17,16 @@ from datetime import datetime
 import pandas as pd
 import yaml
 
-from dar.grid import Grid
+from dar.plan import Plan
 from dar.provenance import git_commit, package_versions
 from dar.report.figures import read_jsonl
 
 SUBMITIT_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})\)")
 
 
-def resolved_config(grid: Grid) -> str:
-    return yaml.safe_dump(grid.data, sort_keys=False, allow_unicode=True)
+def resolved_config(plan: Plan) -> str:
+    """The grid file as written (its source is shown beside it)."""
+    return plan.preset.text
 
 
 def short(sha: str | None, n: int = 12) -> str:
@@ -46,13 +47,14 @@ class RunInfo:
     sec_per_step: float | None = None
     final_loss: float | None = None
     config: str = ""  # the run's resolved TrainConfig (config.json), as YAML
+    fingerprint: str = ""  # its identity's hash: the run folder's name ends with it
 
 
-def training_runs(grid: Grid) -> list[RunInfo]:
+def training_runs(plan: Plan) -> list[RunInfo]:
     out = []
-    for (run, seed), r in grid.runs.items():
-        d = grid.run_dir(run, seed)
-        info = RunInfo(run, seed, r.label, r.model, r.routing, r.iterations, "not started")
+    for (run, seed), r in plan.runs.items():
+        d = r.dir
+        info = RunInfo(run, seed, r.label, r.model, r.routing, r.iterations, "not started", fingerprint=r.fingerprint)
         if (d / "config.json").is_file():
             info.status = "started"
             cfg = json.loads((d / "config.json").read_text())
@@ -94,12 +96,12 @@ class Protocol:
     sample_seconds: float | None = None
 
 
-def cell_protocols(grid: Grid, df: pd.DataFrame) -> tuple[list[Protocol], list[dict], list[str]]:
+def cell_protocols(plan: Plan, df: pd.DataFrame) -> tuple[list[Protocol], list[dict], list[str]]:
     """Protocol rows, the recorded environments, and notes about cell files that could not be read."""
     rows, envs, notes = [], [], []
     done = df[df["status"] == "done"] if "status" in df.columns else df.iloc[0:0]
     for rec in done.to_dict(orient="records"):
-        path = grid.root / "cells" / rec["table"] / f"{rec['name']}.json"
+        path = plan.cell(rec["table"], rec["name"]).path
         try:
             cell = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -175,9 +177,9 @@ class Job:
     state: str
 
 
-def job_times(grid: Grid) -> list[Job]:
+def job_times(plan: Plan) -> list[Job]:
     """Wall time of every job that ran through the launcher: first to last submitit timestamp in its log."""
-    logs = grid.root / "logs"
+    logs = plan.root / "logs"
     out = []
     for path in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
         text = path.read_text(errors="replace")

@@ -24,9 +24,9 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from dar.grid import Grid, load_for_cli
 from dar.io import atomic_path
 from dar.paper import paper_source
+from dar.plan import Plan, load_for_cli
 from dar.report import provenance, slots
 from dar.report.tables import METRIC_LABELS, TITLES, build_tables, load_table, tolerance_text, tolerances
 
@@ -52,21 +52,22 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def context(grid: Grid, df: pd.DataFrame, table_source: str, kernel: Path) -> dict:
-    tables = build_tables(grid, df)
-    protocols, envs, notes = provenance.cell_protocols(grid, df)
-    jobs = provenance.job_times(grid)
+def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path) -> dict:
+    tables = build_tables(plan, df)
+    protocols, envs, notes = provenance.cell_protocols(plan, df)
+    jobs = provenance.job_times(plan)
     done, total = int((df["status"] == "done").sum()), len(df)
-    tol = tolerances(grid)
-    scale = grid.data["scale"]
+    tol = tolerances(plan)
+    scale = plan.preset.scale
+    features = plan.evaluation.features
     return {
-        "preset": grid.preset,
-        "name": grid.data["name"],
-        "description": grid.data.get("description", ""),
+        "preset": plan.preset_arg,
+        "name": plan.preset.name,
+        "description": plan.preset.description,
         "scale": scale,
         "scale_text": SCALE_TEXT.get(scale, scale),
-        "features_text": FEATURES_TEXT.get(grid.features, grid.features),
-        "comparable": scale == "imagenet256",
+        "features_text": FEATURES_TEXT.get(features, features),
+        "comparable": plan.preset.comparable,
         "scale_warning": (
             f"This is the {scale}-scale report: every number of ours is measured in a digits classifier's feature space "
             "on a scaled-down grid. It checks that the pipeline and the trends reproduce; it cannot be compared with "
@@ -79,19 +80,20 @@ def context(grid: Grid, df: pd.DataFrame, table_source: str, kernel: Path) -> di
         "python": platform.python_version(),
         "tables": tables,
         "tolerance_rows": [(METRIC_LABELS[m], tolerance_text(t)) for m, t in tol.items()],
-        "tolerance_overridden": bool(grid.data["evaluation"].get("tolerance")),
+        "tolerance_overridden": bool(plan.evaluation.tolerance),
         "table_source": table_source,
         "slots": [
-            slots.fig1b_slot(grid, df),
-            slots.loss_slot(grid),
-            *slots.diagnostics(grid),
-            slots.kernel_slot(grid, kernel),
+            slots.fig1b_slot(plan, df),
+            slots.loss_slot(plan),
+            *slots.diagnostics(plan),
+            slots.kernel_slot(plan, kernel),
         ],
-        "samples": slots.sample_grids(grid),
+        "samples": slots.sample_grids(plan),
         "commits": provenance.commits(protocols),
         "packages": provenance.package_table(envs),
-        "config": provenance.resolved_config(grid),
-        "runs": provenance.training_runs(grid),
+        "config": provenance.resolved_config(plan),
+        "config_source": plan.preset.source,
+        "runs": provenance.training_runs(plan),
         "protocols": protocols,
         "protocol_notes": notes,
         "jobs": jobs,
@@ -100,11 +102,11 @@ def context(grid: Grid, df: pd.DataFrame, table_source: str, kernel: Path) -> di
     }
 
 
-def render(grid: Grid, out: str | Path, table: str | Path | None = None, kernel: str | Path | None = None) -> Path:
+def render(plan: Plan, out: str | Path, table: str | Path | None = None, kernel: str | Path | None = None) -> Path:
     """Write the preset's page; return its path."""
-    df, source = load_table(grid, table)
-    kernel = Path(kernel) if kernel else grid.root / "bench" / "kernel.json"
-    page = environment().get_template("index.html.j2").render(**context(grid, df, source, kernel))
+    df, source = load_table(plan, table)
+    kernel = Path(kernel) if kernel else plan.kernel_bench
+    page = environment().get_template("index.html.j2").render(**context(plan, df, source, kernel))
     write_page(out, page)
     return Path(out)
 
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m dar report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--preset", default="digits", help="grid preset, workflow/config/<preset>.yaml or a path (default: digits)")
+    p.add_argument("--preset", default="digits", help="grid preset, dar/presets/<preset>.yaml or a .yaml path (default: digits)")
     p.add_argument("--results", default="results", help="results root (default: results)")
     p.add_argument(
         "--table",
@@ -168,12 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         "--screenshot", default=None, help="also save a PNG of the page's top 1400x2400 px (needs chromium; default: none)"
     )
     args = p.parse_args(argv)
-    grid = load_for_cli(args.preset, args.results)
-    if grid is None:
+    plan = load_for_cli(args.preset, args.results)
+    if plan is None:
         return 2
-    out = Path(args.out or Path("reports") / grid.data["name"] / "index.html")
+    out = Path(args.out or plan.report_page)
     try:
-        render(grid, out, args.table, args.kernel_bench)
+        render(plan, out, args.table, args.kernel_bench)
     except ValueError as e:  # e.g. a bad evaluation.tolerance
         print(f"error: {e}", file=sys.stderr)
         return 2

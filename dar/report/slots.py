@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from dar.grid import Grid
+from dar.plan import Plan
 from dar.report import figures
 
 # figure key -> (title, what it shows); the key names results/<preset>/diagnostics/<key>.json
@@ -51,9 +51,9 @@ class Slot:
         return bool(self.image or self.numbers or self.lines)
 
 
-def snakemake(grid: Grid, target: str | Path) -> str:
+def snakemake(plan: Plan, target: str | Path) -> str:
     """The command line for one target, in the form `python -m dar collate` writes for pending cells."""
-    return f"snakemake {target} --cores 2 --config preset={grid.preset}"
+    return f"snakemake {target} --cores 2 --config preset={plan.preset_arg}"
 
 
 def number_text(v: Any) -> str:
@@ -91,16 +91,15 @@ def read_json(path: Path) -> tuple[dict | None, str]:
 
 
 # ------------------------------------------------------------- diagnostics
-def diagnostics(grid: Grid) -> list[Slot]:
+def diagnostics(plan: Plan) -> list[Slot]:
     out = []
     for key, (title, what) in DIAGNOSTICS.items():
-        path = grid.root / "diagnostics" / f"{key}.json"
+        path = plan.diagnostics[key].path if key in plan.diagnostics else plan.root / "diagnostics" / f"{key}.json"
         png = path.with_suffix(".png")
-        slot = Slot(key, title, what, source=str(path), commands=[snakemake(grid, path)])
-        if not grid.data.get("diagnostics"):
-            name = grid.data["name"]
+        slot = Slot(key, title, what, source=str(path), commands=[snakemake(plan, path)])
+        if not plan.diagnostics:
             slot.commands = []
-            slot.notes.append(f"the {name} grid has no diagnostics section (diagnostics: in workflow/config/{name}.yaml)")
+            slot.notes.append(f"the {plan.preset.name} grid has no diagnostics section (diagnostics: in {plan.preset.source})")
         if path.is_file():
             d, err = read_json(path)
             if d is None:
@@ -120,13 +119,13 @@ def diagnostics(grid: Grid) -> list[Slot]:
 
 
 # ------------------------------------------------------------------ Fig. 6
-def kernel_slot(grid: Grid, path: Path) -> Slot:
+def kernel_slot(plan: Plan, path: Path) -> Slot:
     slot = Slot(
         "fig6",
         "Fig. 6",
         "latency of DAR's aggregation against the number of sources N: fused Triton kernel, naive PyTorch, torch.compile",
         source=str(path),
-        commands=[snakemake(grid, path)],
+        commands=[snakemake(plan, path)],
     )
     if not path.is_file():
         return slot
@@ -170,47 +169,47 @@ def kernel_slot(grid: Grid, path: Path) -> Slot:
 
 
 # --------------------------------------------------------- report-drawn
-def fig1b_slot(grid: Grid, df: pd.DataFrame) -> Slot:
+def fig1b_slot(plan: Plan, df: pd.DataFrame) -> Slot:
     slot = Slot("fig1b", "Fig. 1b", "FID over training iterations for each run (pending points are left out)")
-    png = figures.fig1b(grid, df)
+    png = figures.fig1b(plan, df)
     slot.image = figures.data_uri(png) if png else None
     pending = df[(df["table"] == "fig1b") & (df["status"] != "done")]
-    if "fig1b" not in grid.data["tables"]:
-        slot.notes.append(f"the {grid.data['name']} grid has no Fig. 1b points (tables.fig1b)")
+    if "fig1b" not in plan.tables:
+        slot.notes.append(f"the {plan.preset.name} grid has no Fig. 1b points (tables.fig1b)")
     elif len(pending):
         slot.notes.append(f"{len(pending)} point(s) pending: their commands are listed under the Fig. 1b points table")
         slot.commands = [str(c) for c in pending["command"].dropna()][:3]
     return slot
 
 
-def loss_slot(grid: Grid) -> Slot:
+def loss_slot(plan: Plan) -> Slot:
     slot = Slot("loss", "Training loss", "flow-matching loss of every training run, from its metrics.jsonl")
-    png = figures.loss_curves(grid)
+    png = figures.loss_curves(plan)
     slot.image = figures.data_uri(png) if png else None
     if not png:
-        slot.commands = [snakemake(grid, grid.run_dir(run, seed) / "done.json") for run, seed in list(grid.runs)[:3]]
+        slot.commands = [snakemake(plan, r.done) for r in list(plan.runs.values())[:3]]
     return slot
 
 
 # ---------------------------------------------------------- sample grids
-def sample_grids(grid: Grid, limit: int = 24) -> list[tuple[str, str]]:
+def sample_grids(plan: Plan, limit: int = 24) -> list[tuple[str, str]]:
     """(caption, data URI) for the Table 1 cells' samples (first seed), or every cell's when there is no Table 1."""
     import numpy as np
 
     from dar.sampling import save_grid
 
-    cells = [c for c in grid.cells if c.table == "table1"] or grid.cells
-    keys = [k for c in cells for k in c.sample_keys() if k.seed == grid.data["seeds"][0]]
-    keys = list(dict.fromkeys(keys))  # a sample file may serve several cells
+    cells = [c for c in plan.cells if c.table == "table1"] or plan.cells
+    sets = [s for c in cells for s in c.samples if s.seed == plan.seeds[0]]
+    sets = list(dict.fromkeys(sets))  # a sample file may serve several cells
     out = []
-    for k in keys[:limit]:
-        npz = grid.samples_path(k)
+    for k in sets[:limit]:
+        npz = k.path
         png = npz.with_suffix(".png")
-        label = grid.data["runs"].get(k.run, {}).get("label", k.run)
-        caption = f"{label}, it {k.iteration:,}, {k.sampler.upper()}, cfg {k.cfg_scale:g}, NFE {k.nfe}, seed {k.seed}"
+        c = k.config
+        caption = f"{k.run.label}, it {k.iteration:,}, {c.sampler.upper()}, cfg {c.cfg_scale:g}, NFE {c.nfe}, seed {k.seed}"
         if png.is_file():
             out.append((caption, figures.data_uri(png.read_bytes())))
-        elif grid.data["scale"] == "digits" and npz.is_file() and npz.stat().st_size <= MAX_NPZ_BYTES:
+        elif plan.preset.scale == "digits" and npz.is_file() and npz.stat().st_size <= MAX_NPZ_BYTES:
             with np.load(npz) as f:
                 images = f["arr_0"][:100]
             with tempfile.TemporaryDirectory() as tmp:

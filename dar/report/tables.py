@@ -28,8 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from dar.grid import Grid
 from dar.paper import paper_data, paper_source, paper_value
+from dar.plan import Plan
 
 METRICS = ("fid", "sfid", "is", "precision", "recall")
 METRIC_LABELS = {"fid": "FID↓", "sfid": "sFID↓", "is": "IS↑", "precision": "Prec.↑", "recall": "Rec.↑"}
@@ -80,10 +80,10 @@ def fmt_iterations(n: int | None) -> str:
     return f"{n:,}"
 
 
-def tolerances(grid: Grid) -> dict[str, dict[str, float]]:
+def tolerances(plan: Plan) -> dict[str, dict[str, float]]:
     """TOLERANCE with the preset's evaluation.tolerance overrides ({metric: {rel, abs}})."""
     out = {m: dict(t) for m, t in TOLERANCE.items()}
-    for m, t in (grid.data["evaluation"].get("tolerance") or {}).items():
+    for m, t in plan.evaluation.tolerance.items():
         if m not in out or not isinstance(t, dict) or set(t) - {"rel", "abs"}:
             raise ValueError(f"evaluation.tolerance.{m}: expected one of {list(out)} with keys rel / abs, got {t!r}")
         out[m].update({k: float(v) for k, v in t.items()})
@@ -187,11 +187,11 @@ class TableView:
 class Results:
     """The collated table indexed by (table, run, sampler, cfg, iteration), plus the grid it came from."""
 
-    def __init__(self, grid: Grid, df: pd.DataFrame) -> None:
-        self.grid = grid
-        self.scale = int(grid.data.get("paper_iteration_scale", 1))
-        self.tol = tolerances(grid)
-        self.comparable = grid.data["scale"] == "imagenet256"
+    def __init__(self, plan: Plan, df: pd.DataFrame) -> None:
+        self.plan = plan
+        self.scale = plan.preset.paper_iteration_scale
+        self.tol = tolerances(plan)
+        self.comparable = plan.preset.comparable
         self.rows: dict[tuple, dict] = {}
         for rec in df.to_dict(orient="records"):
             rec = {k: clean(v) for k, v in rec.items()}
@@ -199,28 +199,30 @@ class Results:
             self.rows[key] = rec
 
     def label(self, run: str) -> str:
-        return self.grid.data["runs"].get(run, {}).get("label", run)
+        return self.plan.run_defs[run].label if run in self.plan.run_defs else run
 
     def in_grid(self, table: str) -> bool:
-        return table in self.grid.data["tables"]
+        return table in self.plan.tables
 
     def runs(self, table: str) -> list[str]:
-        return list(self.grid.data["tables"].get(table, {}).get("runs", []))
+        return list(self.plan.tables[table].runs) if table in self.plan.tables else []
 
     def final_iteration(self, run: str) -> int | None:
-        return self.grid.data["runs"].get(run, {}).get("iterations")
+        return self.plan.run_defs[run].iterations if run in self.plan.run_defs else None
 
     def entry(self, table: str, run: str, sampler: str, cfg: bool, iteration: int | None, metric: str) -> Entry:
         paper = paper_value(table, run, sampler, cfg, None if iteration is None else iteration * self.scale).get(metric)
         rec = None if iteration is None else self.rows.get((table, run, sampler, cfg, int(iteration)))
         if rec is None:
-            why = f"not in the {self.grid.preset} grid"
-            if run in self.grid.data["runs"] and iteration is not None and iteration > self.final_iteration(run):
+            why = f"not in the {self.plan.preset.name} grid"
+            if run in self.plan.run_defs and iteration is not None and iteration > self.final_iteration(run):
                 why = f"past the run's length ({self.final_iteration(run)} iterations)"
             return Entry(metric, "absent", table=table, paper=paper, note=why)
         e = Entry(metric, rec["status"], cell=rec["name"], table=table, paper=paper, delta_expected=self.comparable)
         if rec["status"] != "done":
             e.status, e.command = "pending", rec.get("command") or ""
+            if rec["status"] == "stale":
+                e.note = "its result was made under an earlier config of the grid; rerun it"
             return e
         e.ours, e.std = rec.get(metric), rec.get(f"{metric}_std")
         e.n = int(rec.get("n_seeds") or 1)
@@ -229,7 +231,8 @@ class Results:
         e.delta = rec.get(f"delta_{metric}")
         if e.delta is None and e.paper is not None:
             e.note = (
-                f"no delta: {rec.get('feature_space') or self.grid.features}-feature metrics are not comparable with the paper's"
+                f"no delta: {rec.get('feature_space') or self.plan.evaluation.features}-feature metrics are not comparable "
+                "with the paper's"
             )
         if e.delta is not None and e.paper is not None:
             t = self.tol[metric]
@@ -253,7 +256,7 @@ def _order(res: Results, table: str) -> list[str]:
 
 
 def _row_label(res: Results, table: str, run: str) -> str:
-    if run in res.grid.data["runs"]:
+    if run in res.plan.run_defs:
         return res.label(run)
     return _paper_rows(table).get(run, {}).get("row", run)
 
@@ -261,8 +264,8 @@ def _row_label(res: Results, table: str, run: str) -> str:
 def _absent_note(res: Results, table: str) -> list[str]:
     if res.in_grid(table):
         return []
-    name = res.grid.data["name"]
-    return [f"The {name} grid has no {TITLES[table]} cells (add tables.{table} to workflow/config/{name}.yaml to run them)."]
+    name, source = res.plan.preset.name, res.plan.preset.source
+    return [f"The {name} grid has no {TITLES[table]} cells (add tables.{table} to {source} to run them)."]
 
 
 # ------------------------------------------------------------------ Table 1
@@ -276,30 +279,30 @@ def _param_count(model: str, routing: str, input_size: int, in_channels: int, nu
         return None
 
 
-def our_params(grid: Grid, run: str) -> int | None:
+def our_params(plan: Plan, run: str) -> int | None:
     """Parameter count of a run's model at the preset's data shape (the run's saved arch when it exists)."""
-    spec = grid.data["runs"][run]
-    model = spec.get("model", grid.data["train"].get("model", "SiT-T/2"))
-    shape = (8, 1, 10) if grid.data["scale"] == "digits" else (32, 4, 1000)
-    cfg = grid.run_dir(run, grid.data["seeds"][0]) / "config.json"
+    spec = plan.run_defs[run]
+    model = spec.model
+    shape = (8, 1, 10) if plan.preset.scale == "digits" else (32, 4, 1000)
+    cfg = plan.runs[(run, plan.seeds[0])].dir / "config.json"
     if cfg.is_file():
         arch = json.loads(cfg.read_text()).get("arch", {})
         shape = (arch.get("input_size", shape[0]), arch.get("in_channels", shape[1]), arch.get("num_classes", shape[2]))
-    return _param_count(model, spec["routing"], *shape)
+    return _param_count(model, spec.routing, *shape)
 
 
 def table1(res: Results) -> TableView:
-    ev = res.grid.data["evaluation"]
-    spec = res.grid.data["tables"].get("table1", {})
+    ev = res.plan.evaluation
+    spec = res.plan.tables.get("table1")
     view = TableView(
         "table1",
         TITLES["table1"],
         f"System-level comparison, class-conditional generation. Subscripts: ODE (Heun) and SDE (Euler-Maruyama) "
-        f"sampling, {ev['nfe']} NFE, {ev['num_samples']:,} samples per cell; guidance w = {ev['cfg_scale']:g}. "
+        f"sampling, {ev.nfe} NFE, {ev.num_samples:,} samples per cell; guidance w = {ev.cfg_scale:g}. "
         "Iters. and Params: ours, with the paper's below.",
         paper_source("table1"),
         ["Method", "Iters.", "Params"],
-        [("w/o guidance", len(METRICS)), (f"w/ guidance (w = {ev['cfg_scale']:g})", len(METRICS))],
+        [("w/o guidance", len(METRICS)), (f"w/ guidance (w = {ev.cfg_scale:g})", len(METRICS))],
         [(METRIC_LABELS[m], "") for m in METRICS] * 2,
         notes=_absent_note(res, "table1"),
     )
@@ -318,9 +321,9 @@ def table1(res: Results) -> TableView:
     for run in _order(res, "table1"):
         ours = run in res.runs("table1")
         p = paper_rows.get(run, {})
-        samplers = [s for s in ("ode", "sde") if s in p or (ours and s in spec.get("samplers", ["ode"]))]
+        samplers = [s for s in ("ode", "sde") if s in p or (ours and s in spec.samplers)]
         it = res.final_iteration(run) if ours else None
-        n_params = our_params(res.grid, run) if ours else None
+        n_params = our_params(res.plan, run) if ours else None
         info = [
             (f"{it:,}" if it else "—", f"paper {fmt_iterations(p['iterations'])}" if "iterations" in p else ""),
             (f"{n_params / 1e6:.2f}M" if n_params else "—", f"paper {p['params']}" if "params" in p else ""),
@@ -336,9 +339,9 @@ def table1(res: Results) -> TableView:
 # -------------------------------------------------- Tables 2, 3 and Fig. 1b
 def curve_table(res: Results, table: str, caption: str, metric: str = "fid") -> TableView:
     """Rows: runs; columns: iterations (ours, the paper's equivalent below); one metric, ODE w/o guidance."""
-    spec = res.grid.data["tables"].get(table, {})
-    its = set(spec.get("iterations", []))
-    if res.in_grid(table) and "iterations" not in spec:
+    spec = res.plan.tables.get(table)
+    its = set(spec.iterations or []) if spec else set()
+    if spec is not None and spec.iterations is None:
         its |= {res.final_iteration(r) for r in res.runs(table)}
     for row in _paper_rows(table).values():  # the paper's iterations, at this preset's scale
         for v in row.get("ode", {}).get("nocfg", {}).values():
@@ -366,7 +369,7 @@ def curve_table(res: Results, table: str, caption: str, metric: str = "fid") -> 
 def table4(res: Results) -> TableView:
     from dar.routing import parse_routing
 
-    spec = res.grid.data["tables"].get("table4", {})
+    spec = res.plan.tables.get("table4")
     view = TableView(
         "table4",
         TITLES["table4"],
@@ -379,12 +382,12 @@ def table4(res: Results) -> TableView:
     )
     for run in _order(res, "table4"):
         ours = run in res.runs("table4")
-        routing = res.grid.data["runs"].get(run, {}).get("routing", "")
+        routing = res.plan.run_defs[run].routing if run in res.plan.run_defs else ""
         try:
             chunk = str(parse_routing(routing).chunk) if routing.startswith("dar") else "—"
         except ValueError:
             chunk = "—"
-        its = (spec.get("iterations") or [res.final_iteration(run)]) if ours else [None]
+        its = (list(spec.iterations or []) or [res.final_iteration(run)]) if ours else [None]
         for it in its:
             entries = [res.entry("table4", run, "ode", False, it, m) for m in METRICS]
             info = [(chunk, ""), (f"{it:,}" if it else "—", f"paper {fmt_iterations(it * res.scale)}" if it else "")]
@@ -393,8 +396,8 @@ def table4(res: Results) -> TableView:
 
 
 # --------------------------------------------------------------------- all
-def build_tables(grid: Grid, df: pd.DataFrame) -> list[TableView]:
-    res = Results(grid, df)
+def build_tables(plan: Plan, df: pd.DataFrame) -> list[TableView]:
+    res = Results(plan, df)
     return [
         table1(res),
         curve_table(res, "table2", "Timestep awareness: Static, Explicit and Dynamic c4 over training."),
@@ -404,19 +407,19 @@ def build_tables(grid: Grid, df: pd.DataFrame) -> list[TableView]:
     ]
 
 
-def load_table(grid: Grid, path: str | Path | None = None) -> tuple[pd.DataFrame, str]:
+def load_table(plan: Plan, path: str | Path | None = None) -> tuple[pd.DataFrame, str]:
     """The collated table (CSV) and where it came from. Cells of the grid the CSV lacks (no CSV yet, or
     one written before the grid grew) are collated afresh from their cell JSONs, pending when absent."""
     from dar.collate import collate
 
-    path = Path(path) if path else grid.table_path
+    path = Path(path) if path else plan.table_path
     if not path.is_file():
-        return collate(grid), f"collated at render time from {grid.root / 'cells'} ({path} does not exist yet)"
+        return collate(plan), f"collated at render time from {plan.root / 'cells'} ({path} does not exist yet)"
     df = pd.read_csv(path)
     have = set(zip(df["table"], df["name"]))
-    if all((c.table, c.name) in have for c in grid.cells):
+    if all((c.table, c.name) in have for c in plan.cells):
         return df, str(path)
-    fresh = collate(grid)
+    fresh = collate(plan)
     extra = fresh[[(t, n) not in have for t, n in zip(fresh["table"], fresh["name"])]]
     return pd.concat(
         [df, extra], ignore_index=True

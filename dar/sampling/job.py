@@ -5,64 +5,42 @@
 
 Output: `samples.npz` with `arr_0` (uint8 [N, H, W, C]) and `labels` ([N]),
 the ADM evaluator's format, plus `samples.npz.json` with the full protocol
-(checkpoint, iteration, sampler, NFE, guidance, seeds, decoder, commit).
+(checkpoint, iteration, sampler, NFE, guidance, seeds, decoder, commit) and
+the file's identity and fingerprint (dar/fingerprint.py): the checkpoint's
+identity (its run's fingerprint and step) and the sampling settings.
 
 Samples are made in shards of `--shard-size` under `samples.npz.shards/`, each
-written atomically; process r of WORLD_SIZE makes shards s with s % WORLD_SIZE
-== r, a rerun skips finished shards, and the final file is assembled (and
-written atomically) by whichever process finds every shard done. Sample i uses
-only its own random stream, so the file does not depend on the number of
-processes or the batch size.
+written atomically and named by the sample indices it holds; process r of
+WORLD_SIZE makes shards s with s % WORLD_SIZE == r, a rerun skips finished
+shards, and the final file is assembled (and written atomically) by whichever
+process finds every shard done. The shard folder's `manifest.json` records the
+identity and the checkpoint's sha256: a rerun under another identity or from
+another checkpoint file is refused (`--restart` discards the shards), and a
+rerun with another --shard-size makes its own shards. Sample i uses only its
+own random stream, so the file does not depend on the number of processes,
+the shard size or the batch size.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dar.config import ConfigError, job_parser, opt, run_job
+from dar.config import ConfigError, job_parser, run_job
+from dar.fingerprint import IdentityMismatch, differences, fingerprint
 from dar.io import write_json, write_npz
-from dar.provenance import environment
+from dar.provenance import environment, file_sha256
+from dar.sampling.config import SampleConfig
 from dar.sampling.grid import save_grid
 from dar.sampling.loop import SampleSettings, generate
 from dar.transport import get_sampler
-
-
-@dataclass
-class SampleConfig:
-    checkpoint: str = opt("", "training checkpoint (.pt) to sample from")
-    out: str = opt("samples.npz", "output .npz (ADM format); the protocol goes to <out>.json")
-    sampler: str = opt("ode", "ode (Heun) | sde (Euler-Maruyama) | ode-euler | ode-heun | ode-dopri5 | sde-em")
-    nfe: int = opt(250, "function evaluations (fixed-step samplers)")
-    cfg_scale: float = opt(1.0, "classifier-free guidance scale w (1.0 = no guidance; the paper: 1.5)")
-    cfg_channels: int | None = opt(3, "guided latent channels: 3 = SiT (channels 0-2), none = all (REPA)")
-    cfg_interval: list[float] = opt([], "guidance interval lo,hi in SiT time (t = 1 data); empty = always")
-    num_samples: int = opt(50_000, "samples to generate")
-    seed: int = opt(0, "global seed; sample i uses the stream (seed, i)")
-    batch_size: int = opt(64, "samples per forward")
-    shard_size: int = opt(1000, "samples per resumable shard")
-    ema: bool = opt(True, "use the EMA weights")
-    vae_path: str | None = opt(None, "SD VAE folder for decoding (default: the one the latent cache recorded)")
-    device: str = opt("auto", "auto | cpu | cuda")
-    grid: str | None = opt(None, "also write a PNG grid of the first 100 samples here")
-
-    def validate(self) -> None:
-        if not self.checkpoint:
-            raise ConfigError("checkpoint: give the training checkpoint to sample from (--checkpoint PATH)")
-        if not Path(self.checkpoint).is_file():
-            raise ConfigError(f"checkpoint {self.checkpoint} does not exist; train that run first (python -m dar train)")
-        if self.num_samples < 1 or self.batch_size < 1 or self.shard_size < 1:
-            raise ConfigError("num_samples, batch_size and shard_size must be >= 1")
-        if self.cfg_interval and len(self.cfg_interval) != 2:
-            raise ConfigError("cfg_interval needs two values lo,hi (or nothing)")
-        get_sampler(self.sampler, self.nfe)  # raises ValueError naming the valid samplers
 
 
 def make_decoder(latent: dict, vae_path: str | None, device: torch.device):
@@ -85,9 +63,58 @@ def shard_dir(out: Path) -> Path:
     return out.with_name(out.name + ".shards")
 
 
+def partition(num_samples: int, shard_size: int) -> list[tuple[int, int]]:
+    """The shards' index ranges [lo, hi): shard s holds samples s * shard_size ..."""
+    return [(lo, min(lo + shard_size, num_samples)) for lo in range(0, num_samples, shard_size)]
+
+
+def shard_path(shards: Path, lo: int, hi: int) -> Path:
+    """A shard is named by the samples it holds, so shards of another --shard-size are never taken for these."""
+    return shards / f"shard_{lo:08d}_{hi:08d}.npz"
+
+
+def claim_shards(shards: Path, record: dict, restart: bool, world: int) -> None:
+    """Reuse the shard folder only if it was begun under the same identity and checkpoint; else refuse (or --restart)."""
+    manifest = shards / MANIFEST
+    if restart and shards.exists():
+        if world > 1:
+            raise ConfigError(f"--restart with {world} processes: remove {shards} first, then rerun without --restart")
+        shutil.rmtree(shards)
+    if manifest.is_file():
+        recorded = json.loads(manifest.read_text())
+        if differences(recorded, record):
+            raise IdentityMismatch(
+                "sample shard folder",
+                shards,
+                recorded,
+                record,
+                ["sample into another file (--out)", "pass --restart to discard these shards and sample afresh"],
+            )
+        return
+    if shards.is_dir() and any(shards.glob("shard_*")):
+        raise ConfigError(
+            f"sample shard folder {shards} holds shards but no {MANIFEST} (written before shards recorded what made "
+            "them), so they are not reused: pass --restart to discard them"
+        )
+    write_json(manifest, record)
+
+
+def _shard_ok(path: Path, fp: str, count: int) -> bool:
+    """A finished shard of this sampling run: readable, made under fingerprint `fp`, holding `count` samples."""
+    if not path.is_file():
+        return False
+    with np.load(path) as f:
+        if str(f["fingerprint"]) != fp:
+            raise ConfigError(
+                f"shard {path} was made under fingerprint {f['fingerprint']} but its folder's manifest says {fp}: "
+                "the folder mixes two sampling runs; pass --restart to discard it"
+            )
+        return len(f["labels"]) == count
+
+
 def run(cfg: SampleConfig) -> Path:
     cfg.validate()
-    from dar.train.checkpoint import load_for_inference
+    from dar.train.checkpoint import checkpoint_identity, load_for_inference
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if cfg.device == "auto":
@@ -96,6 +123,10 @@ def run(cfg: SampleConfig) -> Path:
         device = torch.device(cfg.device)
     out = Path(cfg.out)
     model, ckpt = load_for_inference(cfg.checkpoint, ema=cfg.ema)
+    ckpt_sha = file_sha256(cfg.checkpoint)
+    identity = cfg.identity(checkpoint_identity(ckpt, ckpt_sha))
+    fp = fingerprint(identity)
+    record = {"identity": identity, "fingerprint": fp, "inputs": {"checkpoint_sha256": ckpt_sha}}
     model = model.to(device)
     decode, decoder_desc = make_decoder(ckpt["latent"], cfg.vae_path, device)
     settings = SampleSettings(
@@ -106,35 +137,49 @@ def run(cfg: SampleConfig) -> Path:
         seed=cfg.seed,
     )
     shards = shard_dir(out)
-    num_shards = (cfg.num_samples + cfg.shard_size - 1) // cfg.shard_size
-    todo = [s for s in range(num_shards) if s % world == rank and not (shards / f"shard_{s:05d}.npz").is_file()]
+    claim_shards(shards, record, cfg.restart, world)
+    parts = partition(cfg.num_samples, cfg.shard_size)
+    todo = [
+        (lo, hi)
+        for s, (lo, hi) in enumerate(parts)
+        if s % world == rank and not _shard_ok(shard_path(shards, lo, hi), fp, hi - lo)
+    ]
     t0 = time.perf_counter()
     from tqdm import tqdm
 
-    total = sum(min(cfg.shard_size, cfg.num_samples - s * cfg.shard_size) for s in todo)
-    bar = tqdm(total=total, desc=f"sample rank {rank}", unit="img", disable=not sys.stderr.isatty())
-    for s in todo:
-        indices = range(s * cfg.shard_size, min((s + 1) * cfg.shard_size, cfg.num_samples))
+    bar = tqdm(total=sum(hi - lo for lo, hi in todo), desc=f"sample rank {rank}", unit="img", disable=not sys.stderr.isatty())
+    for lo, hi in todo:
         imgs, labels, nfes = [], [], []
-        for x, y, nfe in generate(model, decode, settings, indices, cfg.batch_size, device):
+        for x, y, nfe in generate(model, decode, settings, range(lo, hi), cfg.batch_size, device):
             imgs.append(x)
             labels.append(y)
             nfes.append(nfe)
             bar.update(len(y))
-        write_npz(shards / f"shard_{s:05d}.npz", arr_0=np.concatenate(imgs), labels=np.concatenate(labels), nfe=np.array(nfes))
+        write_npz(
+            shard_path(shards, lo, hi),
+            arr_0=np.concatenate(imgs),
+            labels=np.concatenate(labels),
+            nfe=np.array(nfes),
+            fingerprint=np.array(fp),
+        )
     bar.close()
-    files = [shards / f"shard_{s:05d}.npz" for s in range(num_shards)]
+    files = [shard_path(shards, lo, hi) for lo, hi in parts]
     if not all(f.is_file() for f in files):
         print(f"[sample] rank {rank}: my shards are done; waiting for other ranks to finish theirs in {shards}")
         return out
-    parts = [np.load(f) for f in files]
-    nfe_used = sorted({int(n) for p in parts for n in p["nfe"]})
-    write_npz(out, arr_0=np.concatenate([p["arr_0"] for p in parts]), labels=np.concatenate([p["labels"] for p in parts]))
+    loaded = [np.load(f) for f in files]
+    images = np.concatenate([p["arr_0"] for p in loaded])
+    if len(images) != cfg.num_samples or any(str(p["fingerprint"]) != fp for p in loaded):
+        raise ConfigError(f"the shards in {shards} do not add up to {cfg.num_samples} samples of this run; pass --restart")
+    nfe_used = sorted({int(n) for p in loaded for n in p["nfe"]})
+    write_npz(out, arr_0=images, labels=np.concatenate([p["labels"] for p in loaded]))
     protocol = {
+        **record,
         "checkpoint": str(Path(cfg.checkpoint).resolve()),
         "iteration": int(ckpt["step"]),
         "model": ckpt["config"]["model"],
         "routing": ckpt["config"]["routing"],
+        "run_fingerprint": ckpt.get("fingerprint"),
         "ema": cfg.ema,
         "sampler": settings.sampler.name,
         "sampler_alias": cfg.sampler,
@@ -154,7 +199,7 @@ def run(cfg: SampleConfig) -> Path:
     }
     write_json(out.with_name(out.name + ".json"), protocol)
     if cfg.grid:
-        save_grid(np.load(out)["arr_0"][:100], cfg.grid, ncol=10, upscale=4 if model.input_size * 8 <= 64 else 1)
+        save_grid(images[:100], cfg.grid, ncol=10, upscale=4 if model.input_size * 8 <= 64 else 1)
     shutil.rmtree(shards, ignore_errors=True)
     return out
 
@@ -162,6 +207,9 @@ def run(cfg: SampleConfig) -> Path:
 def print_result(cfg: SampleConfig, out: Path) -> None:
     if out.is_file():
         print(f"[sample] wrote {out} ({cfg.num_samples} samples)")
+
+
+MANIFEST = "manifest.json"
 
 
 def main(argv: list[str] | None = None) -> int:

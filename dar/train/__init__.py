@@ -1,6 +1,6 @@
 """Training: config, loop, checkpoints. Entry point: python -m dar train."""
 
-from dar.train.config import PRESETS, TrainConfig
+from dar.train.config import TrainConfig
 from dar.train.loop import TrainingDiverged, train
 
-__all__ = ["PRESETS", "TrainConfig", "TrainingDiverged", "train"]
+__all__ = ["TrainConfig", "TrainingDiverged", "train"]

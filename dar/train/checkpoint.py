@@ -58,6 +58,18 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
+def checkpoint_identity(ckpt: dict[str, Any], sha256: str) -> dict[str, Any]:
+    """What a checkpoint is, as the identity of what is made from it (samples, diagnostics).
+
+    A checkpoint of this harness: its run's fingerprint and its step, the same identity the plan computes
+    before the run exists (dar/plan.py). Any other file (an official SiT state dict, a checkpoint written
+    before runs had fingerprints): its sha256.
+    """
+    if ckpt.get("fingerprint"):
+        return {"run": ckpt["fingerprint"], "iteration": int(ckpt["step"])}
+    return {"sha256": sha256}
+
+
 def load_for_inference(path: str | Path, ema: bool = True):
     """Build the model recorded in a checkpoint and load its (EMA) weights; returns (model, ckpt).
 

@@ -1,34 +1,41 @@
-"""Training configuration: one typed dataclass, named presets, validation.
+"""Training configuration: one typed dataclass and its validation.
 
-Presets map to the paper's setups; any key can be overridden by a config file
-or a flag. The resolved config is saved as `config.json` in the run folder.
+The paper's setups are the training runs of the grid presets (dar/presets/*.yaml,
+`python -m dar train --preset imagenet256 --run static-c4`); any key can be
+overridden by a config file or a flag. The resolved config is saved as
+`config.json` in the run folder, and the fields marked identity=True (with the
+data's identity) are the run's identity, recorded in every checkpoint.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dar.config import ConfigError, opt
+from dar.config import ConfigError, identity_fields, opt
 
 
 @dataclass
 class TrainConfig:
     # --- what to train
-    data: str = opt("results/latents/digits", "latent cache folder (python -m dar cache-latents)")
-    out: str = opt("results/runs/debug", "run folder: checkpoints, metrics.jsonl, config.json")
+    data: str = opt("results/latents/digits", "latent cache folder (python -m dar cache-latents)", identity=False)
+    out: str = opt("results/runs/debug", "run folder: checkpoints, metrics.jsonl, config.json", identity=False)
     model: str = opt("SiT-T/2", "registered model name (python -m dar params lists them)")
     routing: str = opt("residual", "routing: residual | skip | dar-<static|explicit|dynamic>-c<S>[-repa]")
-    routing_backend: str = opt("auto", "DAR aggregation backend: torch | triton | auto (triton on CUDA)")
+    routing_backend: str = opt("auto", "DAR aggregation backend: torch | triton | auto (triton on CUDA)", identity=False)
     learn_sigma: bool = opt(True, "predict 2C channels like the reference SiT (the extra C are unused)")
     class_dropout: float = opt(0.1, "probability of dropping the label to the null class (CFG)")
     # --- how long, what to keep
-    iterations: int = opt(2000, "optimizer steps in total (the run length; resuming = rerunning)")
-    milestones: list[int] = opt([], "steps whose checkpoints are kept for sampling/diagnostics (the run's table cells)")
-    ckpt_every: int = opt(500, "steps between resume checkpoints (checkpoints/latest.pt)")
-    log_every: int = opt(50, "steps between metric lines in metrics.jsonl")
+    # (the run length is not part of the run's identity: the learning rate is constant, so step s of a
+    # 600-step run and of a 1000-step run are the same state, and lengthening a run continues it)
+    iterations: int = opt(2000, "optimizer steps in total (the run length; resuming = rerunning)", identity=False)
+    milestones: list[int] = opt(
+        [], "steps whose checkpoints are kept for sampling/diagnostics (the run's table cells)", identity=False
+    )
+    ckpt_every: int = opt(500, "steps between resume checkpoints (checkpoints/latest.pt)", identity=False)
+    log_every: int = opt(50, "steps between metric lines in metrics.jsonl", identity=False)
     # --- optimisation (SiT recipe; the paper: global batch 1024, lr 1e-4, bf16)
     global_batch: int = opt(128, "global batch per optimizer step, independent of the number of processes")
-    micro_batch: int | None = opt(None, "max samples per process per forward (gradient accumulation above it)")
+    micro_batch: int | None = opt(None, "max samples per process per forward (gradient accumulation above it)", identity=False)
     lr: float = opt(1e-4, "AdamW learning rate (constant, no warm-up)")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     adam_betas: list[float] = opt([0.9, 0.999], "AdamW betas")
@@ -36,17 +43,34 @@ class TrainConfig:
     ema_decay: float = opt(0.9999, "EMA decay (EMA weights kept in fp32)")
     precision: str = opt("bf16", "bf16 (autocast on CUDA) or fp32; CPU always runs fp32")
     seed: int = opt(0, "seed of initialisation, data order, noise and times")
-    device: str = opt("auto", "auto | cpu | cuda")
-    compile: bool = opt(False, "torch.compile the model")
-    deterministic: bool = opt(False, "torch.use_deterministic_algorithms (exact resume tests)")
+    device: str = opt("auto", "auto | cpu | cuda", identity=False)
+    compile: bool = opt(False, "torch.compile the model", identity=False)
+    deterministic: bool = opt(False, "torch.use_deterministic_algorithms (exact resume tests)", identity=False)
+    restart: bool = opt(
+        False,
+        "set the run folder's checkpoints and metrics aside (into <out>/replaced-<time>/) and train from scratch",
+        identity=False,
+    )
     # --- REPA (App. C.1: DINOv2-B, lambda 0.5, the hidden state after block 8); needs a cache with images
     repa: bool = opt(False, "add REPA's alignment loss (the latent cache must hold images: --store-images)")
     repa_lambda: float = opt(0.5, "weight of the alignment loss")
     repa_depth: int = opt(8, "align the hidden state after this block (1-based)")
     repa_state: str = opt("aggregated", "under DAR: 'aggregated' (state entering the next block) or 'sublayer' (last output)")
     repa_encoder: str = opt("dinov2", "frozen target encoder: dinov2 (ImageNet) or digits")
-    repa_encoder_weights: str | None = opt(None, "weights file of the encoder (dinov2_vitb14_pretrain.pth or digits_net.pt)")
+    repa_encoder_weights: str | None = opt(
+        None,
+        "weights file of the encoder (dinov2_vitb14_pretrain.pth or digits_net.pt); its sha256 is checked on resume",
+        identity=False,
+    )
     repa_projector_dim: int = opt(2048, "hidden width of the projector MLP")
+
+    def identity(self, data: dict) -> dict:
+        """What changes this run's weights: the identity fields, REPA's only when REPA is on, and the data's
+        identity (the latent cache's, dar.data.cache.CacheConfig.data_identity)."""
+        out = identity_fields(self)
+        if not self.repa:
+            out = {k: v for k, v in out.items() if not k.startswith("repa_")}
+        return {**out, "data": data}
 
     def validate(self) -> None:
         from dar.models import MODELS
@@ -86,31 +110,3 @@ class TrainConfig:
                 raise ConfigError("repa_state: 'sublayer' applies to DAR routings only; the residual stream is 'aggregated'")
         if self.ckpt_every < 1 or self.log_every < 1:
             raise ConfigError("ckpt_every and log_every must be >= 1")
-
-
-PRESETS: dict[str, dict] = {
-    # The paper's recipe (Sec. 5.1, App. C.1): SiT-XL/2 on ImageNet-256 latents.
-    "imagenet256": dict(
-        data="results/latents/imagenet256",
-        model="SiT-XL/2",
-        global_batch=1024,
-        micro_batch=128,
-        lr=1e-4,
-        precision="bf16",
-        iterations=600_000,
-        ckpt_every=5000,
-        log_every=100,
-    ),
-    # The CPU-scale reproduction on the embedded digits (pixel space, 1 channel).
-    "digits": dict(
-        data="results/latents/digits",
-        model="SiT-T/2",
-        global_batch=128,
-        lr=1e-3,
-        ema_decay=0.999,
-        precision="fp32",
-        iterations=2000,
-        ckpt_every=250,
-        log_every=50,
-    ),
-}

@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -27,9 +29,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from dar import distributed
 from dar.config import ConfigError, to_dict
 from dar.data.latents import LatentCache
+from dar.fingerprint import IdentityMismatch, differences, fingerprint
 from dar.io import atomic_path, write_json
+from dar.lock import FolderLock
 from dar.models import build_model
-from dar.provenance import environment
+from dar.provenance import environment, file_sha256
 from dar.repa import HiddenCapture, alignment_loss, build_encoder, build_projector
 from dar.routing import AlphaRecorder
 from dar.train import checkpoint as ckpt_io
@@ -119,17 +123,76 @@ def _memory_gb(device: torch.device) -> float:
         return float("nan")
 
 
+def run_inputs(cfg: TrainConfig, data: LatentCache) -> dict[str, str]:
+    """Content hashes of the files a run reads besides its config (checked on resume like the identity)."""
+    out = {"latents_sha256": data.content_sha256}
+    if cfg.repa and cfg.repa_encoder_weights and Path(cfg.repa_encoder_weights).is_file():
+        out["repa_encoder_sha256"] = file_sha256(cfg.repa_encoder_weights)
+    return out
+
+
+def check_resumable(state: dict, path: Path, identity: dict, inputs: dict, run_dir: Path) -> None:
+    """Refuse to resume a checkpoint made under another identity or from other input files."""
+    ways_out = [
+        "train into a new run folder (--out; the workflow does this by itself: its run folders are named by fingerprint)",
+        f"pass --restart to set this folder's checkpoints aside (kept under {run_dir}/replaced-<time>/) and train from scratch",
+    ]
+    recorded = {"identity": state.get("identity"), "inputs": state.get("inputs")}
+    current = {"identity": identity, "inputs": inputs}
+    if differences(recorded, current):
+        raise IdentityMismatch(f"checkpoint {path} of run folder", run_dir, recorded, current, ways_out)
+
+
+def check_milestones(cfg: TrainConfig, run_dir: Path, start: int, resume: Path | None, is_main: bool) -> None:
+    """Every milestone the run has already passed must have its checkpoint: they are written only in passing.
+    The step the run stopped at is its newest checkpoint (latest.pt), which is kept as that milestone."""
+    missing = [m for m in sorted(cfg.milestones) if m <= start and not ckpt_io.milestone_path(run_dir, m).is_file()]
+    if start in missing and resume is not None and resume.name == ckpt_io.LATEST:
+        if is_main:
+            with atomic_path(ckpt_io.milestone_path(run_dir, start)) as tmp:
+                shutil.copyfile(resume, tmp)
+        missing.remove(start)
+    if missing:
+        raise ConfigError(
+            f"run folder {run_dir} is at step {start} but kept no checkpoint at milestone(s) {missing} (they were not "
+            "milestones when the run passed them, and a checkpoint is only written as a run passes its step). Either "
+            "train into a new run folder (--out), or pass --restart to set this folder's checkpoints aside and retrain"
+        )
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """Move a run folder's checkpoints, metrics and records into <run_dir>/replaced-<UTC time>/ (nothing is deleted)."""
+    names = ["checkpoints", "metrics.jsonl", "config.json", "done.json", "loss.png"]
+    present = [n for n in names if (run_dir / n).exists()]
+    if not present:
+        return None
+    dest = run_dir / time.strftime("replaced-%Y%m%dT%H%M%SZ", time.gmtime())
+    dest.mkdir(parents=True, exist_ok=False)
+    for n in present:
+        os.replace(run_dir / n, dest / n)
+    return dest
+
+
 def train(cfg: TrainConfig) -> Path:
     cfg.validate()
     info = distributed.init(cfg.device)
+    run_dir = Path(cfg.out)
+    data = LatentCache(cfg.data)  # a missing cache is reported before anything is written
+    # One job per run folder: rank 0 holds <run_dir>/.lock for the whole run (dar/lock.py).
+    with FolderLock(run_dir, "training run folder") if info.is_main else nullcontext():
+        return _train(cfg, info, run_dir, data)
+
+
+def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: LatentCache) -> Path:
     dev = info.device
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    run_dir = Path(cfg.out)
-    data = LatentCache(cfg.data)
+    identity = cfg.identity(data.identity)
+    run_fingerprint = fingerprint(identity)
+    inputs = run_inputs(cfg, data)
     micro, accum = split_batch(cfg, info.world_size)
     C, H, W = data.latent_shape
     arch = dict(
@@ -149,10 +212,13 @@ def train(cfg: TrainConfig) -> Path:
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
     order = DataOrder(len(data), cfg.global_batch, cfg.seed)
 
+    replaced = set_aside(run_dir) if (cfg.restart and info.is_main) else None
+    distributed.barrier()
     start = 0
     resume = ckpt_io.newest(run_dir)
     if resume is not None:
         state = ckpt_io.load(resume, map_location=dev)
+        check_resumable(state, resume, identity, inputs, run_dir)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         if repa is not None:
@@ -160,17 +226,21 @@ def train(cfg: TrainConfig) -> Path:
         opt.load_state_dict(state["opt"])
         start = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
+    check_milestones(cfg, run_dir, start, resume, info.is_main)
+    record = {"identity": identity, "fingerprint": run_fingerprint, "inputs": inputs}
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(
             run_dir / "config.json",
-            {"config": to_dict(cfg), "arch": arch, "world_size": info.world_size, "environment": environment()},
+            {"config": to_dict(cfg), "arch": arch, "world_size": info.world_size, "environment": environment(), **record},
         )
         _trim_metrics(run_dir / "metrics.jsonl", start)
         where = f"resuming from {resume} (step {start})" if resume else "starting from scratch"
+        if replaced is not None:
+            where += f"; the folder's earlier checkpoints and metrics were set aside in {replaced}"
         print(f"[train] {cfg.model} routing={cfg.routing} world={info.world_size} micro={micro}x{accum} {where}", flush=True)
     if start >= cfg.iterations:
-        _finish(run_dir, cfg, start, info)
+        _finish(run_dir, cfg, start, info, record)
         return run_dir
 
     net = DDP(trained, device_ids=[dev.index] if dev.type == "cuda" else None) if info.world_size > 1 else trained
@@ -264,6 +334,7 @@ def train(cfg: TrainConfig) -> Path:
                     "ema": ema.state_dict(),
                     "opt": opt.state_dict(),
                     "config": to_dict(cfg),
+                    **record,
                     "arch": arch,
                     "latent": {
                         "encoder": data.index["encoder"],
@@ -279,7 +350,7 @@ def train(cfg: TrainConfig) -> Path:
             distributed.barrier()
     if bar is not None:
         bar.close()
-    _finish(run_dir, cfg, cfg.iterations, info)
+    _finish(run_dir, cfg, cfg.iterations, info, record)
     return run_dir
 
 
@@ -317,7 +388,7 @@ class REPATrainer(torch.nn.Module):
         return v, self.projector(hidden)
 
 
-def _finish(run_dir: Path, cfg: TrainConfig, step: int, info) -> None:
+def _finish(run_dir: Path, cfg: TrainConfig, step: int, info, record: dict) -> None:
     if not info.is_main:
         return
     try:
@@ -326,5 +397,8 @@ def _finish(run_dir: Path, cfg: TrainConfig, step: int, info) -> None:
         plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{cfg.model} {cfg.routing}")
     except Exception as e:  # a plot must never fail a finished run
         print(f"[train] loss plot skipped: {e}", file=sys.stderr)
-    write_json(run_dir / "done.json", {"step": step, "milestones": sorted(cfg.milestones), "iterations": cfg.iterations})
+    write_json(
+        run_dir / "done.json",
+        {"step": step, "milestones": sorted(cfg.milestones), "iterations": cfg.iterations, **record},
+    )
     print(f"[train] done: {step} steps in {run_dir}", flush=True)

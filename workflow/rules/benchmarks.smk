@@ -2,6 +2,8 @@
 
 
 rule kernel_bench:
+    input:
+        config=str(PLAN.job_path("kernel_bench", "kernel_bench")),
     output:
         result=KERNEL_BENCH,
     log:
@@ -9,10 +11,7 @@ rule kernel_bench:
     threads: 1
     resources:
         **res(time_min=60),
-    params:
-        device=GRID.data.get("kernel_bench", {}).get("device", "cuda"),
-        submitit=SUBMITIT,
     conda:
         ENV
     shell:
-        launch("kernel-bench", "kernel-bench") + " --device {params.device} --out {output.result} > {log} 2>&1"
+        launch("kernel-bench", f"{PLAN.preset.name}-kernel-bench") + " --config {input.config} > {log} 2>&1"

@@ -1,19 +1,26 @@
-# Shared: the experiment grid (dar.grid), the launcher command, resources and input functions.
-import shlex
-
+# Shared: the compiled plan (dar.plan), its job config files, the launcher command, resources, input functions.
+#
+# The grid compiles once into typed specs (dar/plan.py). Every job reads one resolved config file,
+# results/<preset>/jobs/<kind>/<name>.json, written here by the plan's one writer: only files whose content
+# changed are rewritten, so Snakemake (mtime) reruns exactly the jobs whose config changed. Run folders and
+# sample files are named by fingerprint (dar/fingerprint.py): a changed config trains a new run instead of
+# resuming an old one, and the old run's folder is kept.
 from snakemake.exceptions import WorkflowError
 
-from dar.grid import Grid, GridError
+from dar.config import ConfigError
+from dar.plan import Plan
 
 try:
-    GRID = Grid.load(config["preset"], results=config.get("results", "results"))
-except GridError as e:
+    PLAN = Plan.load(config["preset"], results=config.get("results", "results"))
+    PLAN.write_job_configs()
+except ConfigError as e:
     raise WorkflowError(f"bad experiment grid: {e}")
 
-R = str(GRID.root)  # results/<preset>
-PRESET = config["preset"]
+R = str(PLAN.root)  # results/<preset>
+S = str(PLAN.shared_root)  # results/shared: what every preset shares
 ENV = "../../environment.yml"  # conda environment of every rule (snakemake --use-conda)
-KERNEL_BENCH = f"{R}/bench/kernel.json"
+KERNEL_BENCH = str(PLAN.kernel_bench)
+LATENTS = str(PLAN.latents_dir / "index.json")
 
 
 def res(**overrides):
@@ -23,61 +30,55 @@ def res(**overrides):
     return base
 
 
-def launch(job, name):
-    """Shell prefix running `python -m dar <job>` through submitit with the rule's resources."""
+def launch(job, name, folder=f"{R}/submitit"):
+    """Shell prefix running `python -m dar <job>` through submitit with the rule's resources.
+
+    `name` keys the launcher's re-attach record; shared jobs pass a preset-independent name and folder."""
     return (
         f"python -m dar.launch {job} --cluster {{resources.cluster}} --gpus {{resources.gpus}} "
         f"--nodes {{resources.nodes}} --cpus {{threads}} --mem-gb {{resources.mem_gb}} "
         f"--time-min {{resources.time_min}} --partition '{{resources.partition}}' --account '{{resources.account}}' "
-        f"--folder {{params.submitit}} --name {GRID.data['name']}-{name} --"
+        f"--folder {folder} --name {name} --"
     )
 
 
-SUBMITIT = f"{R}/submitit"
+def assets_inputs(w=None):
+    """The fetched-assets marker, for the jobs that read pretrained assets (paper scale)."""
+    return [str(PLAN.assets_dir / ".fetched")] if PLAN.needs_assets else []
 
 
-def q(args):
-    return " ".join(shlex.quote(str(a)) for a in args)
-
-
-def sample_key(w):
-    for k in GRID.sample_keys():
-        if k.run == w.run and k.seed == int(w.seed) and k.stem == w.stem:
-            return k
-    raise WorkflowError(f"no sample file {w.run}/seed{w.seed}/{w.stem} in the {PRESET} grid")
-
-
-def cache_inputs(w):
-    return [GRID.assets_dir / ".fetched"] if GRID.data["data"]["encoder"] == "sd-vae" else []
-
-
-def cache_args():
-    d = GRID.data["data"]
-    args = ["--dataset", d["dataset"], "--encoder", d["encoder"], "--out", GRID.latents_dir]
-    for key in ("root", "image_size", "shard_size", "batch_size"):
-        if key in d:
-            args += [f"--{key.replace('_', '-')}", d[key]]
-    if d["encoder"] == "sd-vae":
-        args += ["--vae-path", GRID.assets_dir / "sd-vae-ft-ema"]
-    if GRID.needs_images:
-        args += ["--store-images", "true"]  # REPA's encoder reads the clean images
-    return q(args)
+# Outputs named by fingerprint change their path when what made them changes, so a downstream job needs
+# no mtime cascade from them: ancient() keeps a rerun that changed nothing of substance (a training job
+# rerun for a new log interval, a latent cache index rewritten) from resampling and re-evaluating the grid.
 
 
 def train_inputs(w):
-    """The latent cache, plus REPA's frozen encoder weights for REPA runs."""
-    ins = [f"{R}/latents/index.json"]
-    if GRID.runs[(w.run, int(w.seed))].repa:
-        enc = GRID.data["repa"]["encoder"]
-        ins.append(str(GRID.repa_weights) if enc == "digits" else str(GRID.assets_dir / ".fetched"))
+    """The run's config, the latent cache, and REPA's frozen encoder weights for REPA runs."""
+    run = PLAN.run_by_dir(f"{R}/runs/{w.run}/{w.folder}")
+    ins = {"config": str(run.job), "latents": ancient(LATENTS)}
+    if run.repa:
+        ins["encoder"] = str(PLAN.repa_weights) if PLAN.repa_encoder == "digits" else str(PLAN.assets_dir / ".fetched")
     return ins
+
+
+def sample_inputs(w):
+    s = PLAN.sample_set(f"{R}/samples/{w.run}/seed{w.seed}/{w.stem}.npz")
+    return {"config": str(s.job), "done": ancient(str(s.run.done)), "assets": assets_inputs()}
 
 
 def cell_inputs(w):
-    cell = GRID.cell(w.table, w.name)
-    ins = [str(GRID.samples_path(k)) for k in cell.sample_keys()]
-    if GRID.features == "digits":
-        ins += [str(GRID.reference), str(GRID.digits_net)]  # made by reference_stats / digits_features
+    cell = PLAN.cell(w.table, w.name)
+    ins = {"config": str(cell.job), "samples": [str(s.path) for s in cell.samples]}
+    if PLAN.evaluation.features == "digits":
+        ins["reference"], ins["weights"] = str(PLAN.reference), str(PLAN.digits_net)
     else:
-        ins.append(str(GRID.assets_dir / ".fetched"))  # the ADM reference batch and Inception weights
+        ins["assets"] = assets_inputs()  # the ADM reference batch and Inception weights
     return ins
+
+
+DIAGNOSTICS = [str(d.path) for d in PLAN.diagnostics.values()]  # empty without a diagnostics section
+
+
+def diagnostic(w):
+    """The plan's spec of the diagnostics figure a job makes (dar.plan.Diagnostic)."""
+    return PLAN.diagnostics[w.figure]

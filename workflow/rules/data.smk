@@ -1,14 +1,14 @@
-# Data: assets (network side), latent cache, digits feature network, reference statistics.
+# Data: assets (network side), latent cache, and the shared digits feature network and reference statistics.
 
 
 rule fetch_assets:
     # Runs where Snakemake runs (a login node with network); compute jobs then read the local copies.
     output:
-        marker=directory(GRID.assets_dir / ".fetched"),
+        marker=directory(PLAN.assets_dir / ".fetched"),
     log:
         f"{R}/logs/fetch_assets.log",
     params:
-        dest=GRID.assets_dir,
+        dest=PLAN.assets_dir,
     conda:
         ENV
     localrule: True
@@ -18,54 +18,51 @@ rule fetch_assets:
 
 rule cache_latents:
     input:
-        cache_inputs,
+        config=str(PLAN.job_path("cache_latents", "cache")),
+        assets=assets_inputs(),
     output:
-        index=f"{R}/latents/index.json",
+        index=LATENTS,
     log:
         f"{R}/logs/cache_latents.log",
     threads: 1
     resources:
         **res(time_min=60),
-    params:
-        args=cache_args(),
-        submitit=SUBMITIT,
     conda:
         ENV
     shell:
-        launch("cache-latents", "cache") + " {params.args} > {log} 2>&1"
+        launch("cache-latents", f"{PLAN.preset.name}-cache") + " --config {input.config} > {log} 2>&1"
 
 
+# The digits feature network and reference statistics are shared by every digits-scale preset: their paths,
+# names, logs and submitit folder do not mention the preset, so running another preset reruns neither.
 rule digits_features:
+    input:
+        config=str(PLAN.digits_features_job.job),
     output:
-        weights=str(GRID.digits_net),
+        weights=str(PLAN.digits_net),
     log:
-        f"{GRID.results}/digits_features/train.log",
+        f"{S}/logs/digits_features.log",
     threads: 1
     resources:
         **res(time_min=30),
-    params:
-        folder=GRID.digits_net.parent,
-        submitit=SUBMITIT,
     conda:
         ENV
     shell:
-        launch("digits-features", "digits-features") + " --out {params.folder} > {log} 2>&1"
+        launch("digits-features", "digits-features", f"{S}/submitit") + " --config {input.config} > {log} 2>&1"
 
 
 rule reference_stats:
     input:
-        weights=str(GRID.digits_net),
+        config=f"{S}/jobs/reference_{{ref}}.json",
+        weights=str(PLAN.digits_net),
     output:
-        stats=f"{R}/reference/{{ref}}.npz",
+        stats=f"{S}/reference/{{ref}}.npz",
     log:
-        f"{R}/logs/reference_{{ref}}.log",
+        f"{S}/logs/reference_{{ref}}.log",
     threads: 1
     resources:
         **res(time_min=30),
-    params:
-        submitit=SUBMITIT,
     conda:
         ENV
     shell:
-        launch("reference-stats", "reference-{wildcards.ref}")
-        + " --dataset {wildcards.ref} --out {output.stats} --features digits --weights {input.weights} > {log} 2>&1"
+        launch("reference-stats", "reference-{wildcards.ref}", f"{S}/submitit") + " --config {input.config} > {log} 2>&1"

@@ -4,7 +4,7 @@
 
 rule cell:
     input:
-        cell_inputs,
+        unpack(cell_inputs),
     output:
         result=f"{R}/cells/{{table}}/{{name}}.json",
     log:
@@ -12,28 +12,23 @@ rule cell:
     threads: 1
     resources:
         **res(time_min=60),
-    params:
-        preset=PRESET,
-        results=GRID.results,
-        submitit=SUBMITIT,
     conda:
         ENV
     shell:
-        launch("cell", "cell-{wildcards.table}-{wildcards.name}")
-        + " --preset {params.preset} --results {params.results} --table {wildcards.table} --name {wildcards.name} > {log} 2>&1"
+        launch("cell", f"{PLAN.preset.name}-cell-{{wildcards.table}}-{{wildcards.name}}") + " --config {input.config} > {log} 2>&1"
 
 
 rule collate:
     input:
-        [str(GRID.cell_path(c)) for c in GRID.cells],
+        [str(c.path) for c in PLAN.cells],
     output:
-        csv=GRID.table_path,
-        json=str(GRID.table_path).removesuffix(".csv") + ".json",
+        csv=PLAN.table_path,
+        json=str(PLAN.table_path).removesuffix(".csv") + ".json",
     log:
         f"{R}/logs/collate.log",
     params:
-        preset=PRESET,
-        results=GRID.results,
+        preset=PLAN.preset_arg,
+        results=PLAN.results,
     conda:
         ENV
     localrule: True

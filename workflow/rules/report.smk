@@ -3,26 +3,26 @@
 # `python -m dar report` run by hand shows an empty slot with the command for each missing one.
 #   snakemake --report reports/provenance.zip    bundles the outputs wrapped in report() below
 
-REPORT = f"reports/{GRID.data['name']}/index.html"
+REPORT = str(PLAN.report_page)
 
 
 rule report:
     input:
-        table=GRID.table_path,
+        table=PLAN.table_path,
         kernel=KERNEL_BENCH,
         diagnostics=DIAGNOSTICS,  # rendered into the figure slots (empty when the preset has none)
     output:
         html=report(
             REPORT,
             category="Report",
-            labels={"preset": GRID.data["name"], "page": "tables, figures, provenance"},
+            labels={"preset": PLAN.preset.name, "page": "tables, figures, provenance"},
         ),
         landing=report("reports/index.html", category="Report", labels={"preset": "all", "page": "list of presets"}),
     log:
         f"{R}/logs/report.log",
     params:
-        preset=PRESET,
-        results=GRID.results,
+        preset=PLAN.preset_arg,
+        results=PLAN.results,
     conda:
         ENV
     localrule: True

@@ -1,21 +1,22 @@
-# Training: one rule instance per (run, seed). Checkpoints live in the run folder, outside
-# `output:`, so a killed or failed job keeps them and the rerun resumes; done.json marks the end.
+# Training: one rule instance per (run, seed), in the run folder named by the run's fingerprint
+# (results/<preset>/runs/<run>/seed<k>-<fingerprint>/). Checkpoints live in it, outside `output:`, so a killed
+# or failed job keeps them and the rerun resumes; done.json marks the end. A changed config names another
+# folder, so it trains afresh and the old run stays.
 
 
 rule train:
     input:
-        train_inputs,
+        unpack(train_inputs),
     output:
-        done=f"{R}/runs/{{run}}/seed{{seed}}/done.json",
+        done=f"{R}/runs/{{run}}/{{folder}}/done.json",
+    wildcard_constraints:
+        folder=r"seed\d+-[0-9a-f]+",
     log:
-        f"{R}/logs/train/{{run}}_seed{{seed}}.log",
+        f"{R}/logs/train/{{run}}_{{folder}}.log",
     threads: 1
     resources:
         **res(time_min=240),
-    params:
-        args=lambda w: q(GRID.train_args(w.run, int(w.seed))),
-        submitit=SUBMITIT,
     conda:
         ENV
     shell:
-        launch("train", "train-{wildcards.run}-seed{wildcards.seed}") + " {params.args} > {log} 2>&1"
+        launch("train", f"{PLAN.preset.name}-train-{{wildcards.run}}-{{wildcards.folder}}") + " --config {input.config} > {log} 2>&1"
