@@ -1,8 +1,12 @@
-"""`python -m dar <command> [args]`: thin dispatch to each command's module `main(argv)`."""
+"""`python -m dar [--debug] <command> [args]`: thin dispatch to each command's module `main(argv)`.
+
+Expected failures print one `error: ...` line naming the input and the fix (status 2); `--debug`
+(or DAR_DEBUG=1, e.g. for jobs on a cluster) shows the traceback instead."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -27,18 +31,45 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--debug" in argv:  # anywhere on the line: tracebacks instead of one-line errors (also DAR_DEBUG=1)
+        argv.remove("--debug")
+        os.environ["DAR_DEBUG"] = "1"
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         width = max(map(len, COMMANDS))
         lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-        msg = "usage: python -m dar <command> [args]\n\ncommands:\n" + "\n".join(lines)
+        msg = "usage: python -m dar [--debug] <command> [args]\n\ncommands:\n" + "\n".join(lines)
         if argv and argv[0] not in ("-h", "--help"):
             print(f"unknown command {argv[0]!r}\n\n{msg}", file=sys.stderr)
             return 2
         print(msg)
         return 0
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:]) or 0
+    return run(argv[0], argv[1:])
+
+
+def run(command: str, args: list[str]) -> int:
+    """A command's main(args); an expected failure (dar.errors.HarnessError, a missing file) is one `error:` line
+    and status 2, anything else an `error: unexpected ...` line and status 1; tracebacks only under --debug."""
+    from dar.config import debug_mode
+    from dar.errors import HarnessError
+
+    try:
+        module = importlib.import_module(COMMANDS[command][0])
+        return module.main(args) or 0
+    except (HarnessError, FileNotFoundError) as e:
+        if debug_mode():
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if debug_mode():
+            raise
+        print(
+            f"error: unexpected {type(e).__name__} in `python -m dar {command}`: {e} "
+            "(a bug, or an input nothing checks yet: rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dar.config import ConfigError, job_parser, opt, run_job
 from dar.fingerprint import IdentityMismatch, differences, fingerprint
+from dar.grid import snakemake_command
 from dar.io import write_json
 from dar.paper import comparable_scale, paper_source, paper_value
 from dar.provenance import git_commit
@@ -59,6 +60,11 @@ class CellConfig:
     assets_dir: str | None = opt(None, "assets folder (inception)")
     num_samples: int = opt(0, "samples evaluated per seed")
     device: str | None = opt(None, "feature-extraction device (default: cuda if available)")
+    workflow_preset: str = opt("digits", "the preset as the workflow was given it (for the commands in messages)")
+    workflow_results: str = opt("results", "the workflow's results root (for the commands in messages)")
+
+    def snakemake(self, target: str | Path, *flags: str) -> str:
+        return snakemake_command(target, self.workflow_preset, self.workflow_results, *flags)
 
     def validate(self) -> None:
         n = len(self.seeds)
@@ -87,26 +93,48 @@ def summarize(values: list[float]) -> dict:
     }
 
 
-def read_sidecar(path: str | Path) -> dict:
+def read_sidecar(cfg: CellConfig, path: str | Path) -> dict:
     side = Path(str(path) + ".json")
     if not Path(path).is_file() or not side.is_file():
-        raise ConfigError(f"sample file {path} or its sidecar {side.name} is missing; make it with: snakemake {path}")
+        raise ConfigError(f"sample file {path} or its sidecar {side.name} is missing; make it with: {cfg.snakemake(path)}")
     try:
         return json.loads(side.read_text())
     except json.JSONDecodeError as e:
-        raise ConfigError(f"sidecar {side} is not valid JSON ({e}); rerun its sampling job: snakemake {path} --force") from None
+        raise ConfigError(
+            f"sidecar {side} is not valid JSON ({e}); rerun its sampling job: {cfg.snakemake(path, '--force')}"
+        ) from None
 
 
 def check_samples(cfg: CellConfig, path: str, sidecar: dict, expected_identity: dict) -> None:
     """Refuse a sample file whose recorded protocol is not the one this cell's grid entry asks for."""
-    ways_out = [f"remake it: snakemake {path} --forcerun sample", "fix the grid entry if the grid is what is wrong"]
+    ways_out = [f"remake it: {cfg.snakemake(path, '--forcerun', 'sample')}", "fix the grid entry if the grid is what is wrong"]
     recorded = {k: sidecar.get(k) for k in cfg.expect}
     if differences(recorded, cfg.expect):
         raise IdentityMismatch(f"cell {cfg.table}/{cfg.name}: sample file", path, recorded, cfg.expect, ways_out)
-    if differences(sidecar.get("identity"), expected_identity):
+    if differences(sidecar.get("identity"), expected_identity) or sidecar.get("fingerprint") != fingerprint(expected_identity):
+        recorded = {"identity": sidecar.get("identity"), "fingerprint": sidecar.get("fingerprint")}
+        current = {"identity": expected_identity, "fingerprint": fingerprint(expected_identity)}
+        raise IdentityMismatch(f"cell {cfg.table}/{cfg.name}: sample file", path, recorded, current, ways_out)
+    check_checkpoint_bytes(cfg, path, sidecar)
+
+
+def check_checkpoint_bytes(cfg: CellConfig, path: str, sidecar: dict) -> None:
+    """The checkpoint the samples came from must still be the bytes they were drawn from: a run restarted or retrained
+    under the same identity (python -m dar train --restart) rewrites its checkpoints, and old samples would be scored
+    as the new weights'."""
+    from dar.train import checkpoint as ckpt_io
+
+    ckpt = Path(sidecar.get("checkpoint", ""))
+    drawn = (sidecar.get("inputs") or {}).get("checkpoint_sha256")
+    if not drawn or not ckpt.is_file():
+        return  # a checkpoint moved away (e.g. copied to another machine): its identity was checked above
+    rec = ckpt_io.recorded(ckpt)
+    now = rec["sha256"] if rec and rec.get("sha256") else ckpt_io.sha256(ckpt)
+    if now != drawn:
         raise IdentityMismatch(
-            f"cell {cfg.table}/{cfg.name}: sample file", path, sidecar.get("identity"), expected_identity, ways_out
-        )
+            f"cell {cfg.table}/{cfg.name}: sample file", path, {"checkpoint_sha256": drawn}, {"checkpoint_sha256": now},
+            [f"resample from the checkpoint as it is now (the run was restarted): {cfg.snakemake(path, '--forcerun', 'sample')}"],
+        )  # fmt: skip
 
 
 def cell_result(cfg: CellConfig, sidecars: list[dict], evals: list[dict]) -> dict:
@@ -155,7 +183,7 @@ def run(cfg: CellConfig) -> dict:
 
     sidecars = []
     for path, identity in zip(cfg.samples, cfg.sample_identities):
-        sidecar = read_sidecar(path)
+        sidecar = read_sidecar(cfg, path)
         check_samples(cfg, path, sidecar, identity)
         sidecars.append(sidecar)
     evals = []

@@ -43,5 +43,5 @@ def main(argv: list[str] | None = None) -> int:
     if not cells:
         print(f"the {plan.preset.name} grid has no {args.table} cells (tables.{args.table} in {plan.preset.source})")
     for c in cells:
-        print(f"{c.table:<7} {c.name:<34} {c.path}\n        rerun: {plan.rerun_command(c.path)} --force")
+        print(f"{c.table:<7} {c.name:<34} {c.path}\n        rerun: {plan.rerun_command(c.path, '--force')}")
     return 0

@@ -35,7 +35,7 @@ def collate(plan: Plan) -> pd.DataFrame:
                 res = None
         if res is None or res.get("fingerprint") != cell.fingerprint:
             status = "pending" if res is None else "stale"
-            rows.append({**row, "status": status, "command": plan.rerun_command(path) + (" --force" if res is not None else "")})
+            rows.append({**row, "status": status, "command": plan.rerun_command(path, *(["--force"] if res is not None else []))})
             continue
         row.update(
             status="done",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import sys
 import types
 import typing
@@ -18,17 +20,49 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dar.errors import HarnessError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def opt(default: Any, help: str, identity: bool = True, **kw: Any) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric field: lo (<= or <) value (<= or <) hi; None = unbounded on that side."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, v: float) -> bool:
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def text(self, name: str) -> str:
+        lo = "" if self.lo is None else f"{self.lo:g} {'<' if self.lo_open else '<='} "
+        hi = "" if self.hi is None else f" {'<' if self.hi_open else '<='} {self.hi:g}"
+        return f"{lo}{name}{hi}" if (lo or hi) else f"finite {name}"
+
+
+POSITIVE = Range(0, lo_open=True)  # > 0
+NON_NEGATIVE = Range(0)  # >= 0
+AT_LEAST_1 = Range(1)  # >= 1
+FRACTION = Range(0, 1, hi_open=True)  # [0, 1)
+
+
+def opt(
+    default: Any, help: str, identity: bool = True, *, range: Range | None = None, choices: tuple | None = None, **kw: Any
+) -> Any:
     """A dataclass field with help text (and a default, possibly a list).
 
     identity: whether the field is part of the identity of what the job produces (dar/fingerprint.py):
     True for settings that change the numbers, False for paths, intervals, devices and work splits.
+    range / choices: the allowed values, checked whenever a config is resolved (check_values): every float
+    must be finite, a number must lie in its range (each item, for a list), a string must be one of its choices.
     """
-    meta = {"help": help, "identity": identity, **kw}
+    meta = {"help": help, "identity": identity, "range": range, "choices": choices, **kw}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -39,7 +73,7 @@ def identity_fields(cfg: Any) -> dict[str, Any]:
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.metadata.get("identity", True)}
 
 
-class ConfigError(ValueError):
+class ConfigError(HarnessError, ValueError):
     """A configuration mistake; the message names the key and the fix."""
 
 
@@ -83,14 +117,44 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build a dataclass from a dict; unknown keys are errors naming the valid ones."""
+    """Build a dataclass from a dict; unknown keys are errors naming the valid ones; values are range-checked."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(k, v, hints[k]) for k, v in data.items()}
-    return cls(**kwargs)
+    cfg = cls(**kwargs)
+    check_values(cfg)
+    return cfg
+
+
+def check_values(cfg: Any) -> None:
+    """Every field of a config against its declared range or choices (opt(..., range=, choices=)); floats finite.
+
+    The one place values are checked: the message names the key, the value and what is allowed."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+        for i, v in items:
+            key = f.name if i is None else f"{f.name}[{i}]"
+            rng, choices = f.metadata.get("range"), f.metadata.get("choices")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{key}: {v!r} is not a finite number" + (f"; allowed: {rng.text(f.name)}" if rng else ""))
+            if rng is not None and isinstance(v, (int, float)) and not isinstance(v, bool) and v not in rng:
+                raise ConfigError(f"{key}: {v!r} is out of range; allowed: {rng.text(f.name)}")
+            if choices is not None and v is not None and v not in choices:
+                raise ConfigError(f"{key}: {v!r} is not one of {', '.join(map(str, choices))}")
+            if f.metadata.get("device") and v is not None:
+                check_device(key, v)
+
+
+def check_device(key: str, value: str) -> None:
+    """auto | cpu | cuda | cuda:<index>; the common slip 'gpu' gets the right spelling in the message."""
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return
+    hint = " (PyTorch calls GPUs 'cuda')" if value.lower() in ("gpu", "gpus", "nvidia") else ""
+    raise ConfigError(f"{key}: {value!r} is not a device{hint}; use auto, cpu, cuda or cuda:<index>")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -119,6 +183,11 @@ def job_parser(prog: str, doc: str | None, cls: type) -> argparse.ArgumentParser
     return p
 
 
+def debug_mode() -> bool:
+    """--debug on `python -m dar` (or DAR_DEBUG=1 in the environment): show tracebacks instead of `error:` lines."""
+    return os.environ.get("DAR_DEBUG", "") not in ("", "0")
+
+
 def run_job(cls: type[T], args: argparse.Namespace, job: Callable[[T], R], print_result: Callable[[T, R], None]) -> int:
     """A job's main(): resolve -> validate (if cls has it) -> print the config (--dry-run) or print_result(cfg, job(cfg)).
 
@@ -132,7 +201,9 @@ def run_job(cls: type[T], args: argparse.Namespace, job: Callable[[T], R], print
             print(json.dumps(to_dict(cfg), indent=2))
             return 0
         result = job(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (HarnessError, FileNotFoundError, ValueError) as e:
+        if debug_mode():
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_result(cfg, result)

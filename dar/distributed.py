@@ -26,15 +26,30 @@ class DistInfo:
         return self.rank == 0
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """auto (cuda:LOCAL_RANK when CUDA is visible, else cpu) | cpu | cuda | cuda:N, or a ConfigError saying why not."""
+    from dar.config import ConfigError
+
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if name == "auto":
+        return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} was asked for but no CUDA device is visible here; use --device cpu or auto")
+        index = int(name.split(":")[1]) if ":" in name else local
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name!r} names GPU {index} but {torch.cuda.device_count()} are visible")
+        return torch.device(f"cuda:{index}")
+    return torch.device(name)
+
+
 def init(device: str = "auto") -> DistInfo:
     """Initialise the process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but CUDA is not available; use --device cpu or auto")
-    dev = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+    dev = pick_device(device)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
@@ -48,6 +63,15 @@ def init(device: str = "auto") -> DistInfo:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def all_ok(ok: bool) -> bool:
+    """True on every process iff `ok` is true on every process (one all-reduce; just `ok` without a process group)."""
+    if not dist.is_initialized():
+        return ok
+    flag = torch.tensor([0.0 if ok else 1.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(flag)
+    return flag.item() == 0
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,9 @@ def differences(recorded: Any, current: Any, prefix: str = "") -> list[tuple[str
         for key in sorted(set(recorded) | set(current)):
             out += differences(recorded.get(key), current.get(key), f"{prefix}{key}.")
         return out
-    return [] if recorded == current else [(prefix.rstrip(".") or "(identity)", recorded, current)]
+    # leaves compare as their canonical JSON: 4 and 4.0, or True and 1, hash apart, so they differ here too
+    same = canonical(recorded) == canonical(current) if _jsonable(recorded) and _jsonable(current) else recorded == current
+    return [] if same else [(prefix.rstrip(".") or "(identity)", recorded, current)]
 
 
 class IdentityMismatch(ConfigError):
@@ -72,6 +74,14 @@ def _normal(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): _normal(v) for k, v in x.items()}
     return x
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        canonical(v)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _short(v: Any) -> str:

@@ -21,13 +21,48 @@ import yaml
 from dar.config import ConfigError
 
 PRESET_DIR = resources.files("dar") / "presets"
+DEFAULT_PRESET = "digits"  # workflow/config/config.yaml
+DEFAULT_RESULTS = "results"
 SCHEMA_NAME = "grid.schema.yaml"
-# Run settings the plan sets per run and seed; a grid may not set them under train:.
-MANAGED_TRAIN_KEYS = {"data", "out", "routing", "iterations", "milestones", "seed", "restart"}
+# Run settings the plan sets per run and seed (from runs.<name>.{model, routing, iterations, repa}, seeds, the
+# repa: section and the tables); a grid may not set them under train:, where they would be ignored or conflict.
+MANAGED_TRAIN_KEYS = {
+    "data",
+    "out",
+    "routing",
+    "iterations",
+    "milestones",
+    "seed",
+    "restart",
+    "repa",
+    "repa_encoder",
+    "repa_encoder_weights",
+    "repa_lambda",
+    "repa_depth",
+    "repa_state",
+    "repa_projector_dim",
+}
+WHERE_INSTEAD = {
+    "model": "runs.<name>.model (or train.model for every run)",
+    "routing": "runs.<name>.routing",
+    "iterations": "runs.<name>.iterations",
+    "seed": "seeds",
+    "repa": "runs.<name>.repa and the repa: section",
+}
 
 
 class GridError(ConfigError):
     """A mistake in the experiment grid; the message starts with the offending key."""
+
+
+def snakemake_command(
+    target: str | Path, preset: str = DEFAULT_PRESET, results: str | Path = DEFAULT_RESULTS, *flags: str
+) -> str:
+    """The workflow command that (re)makes `target` of a preset: the one spelling every message and page uses."""
+    config = [f"preset={preset}"] if preset != DEFAULT_PRESET else []
+    if str(results) != DEFAULT_RESULTS:
+        config.append(f"results={results}")
+    return " ".join(["snakemake", str(target), *flags, "--cores", "2", *(["--config", *config] if config else [])])
 
 
 def presets() -> list[str]:
@@ -79,13 +114,17 @@ def validate(data: dict[str, Any], where: str = "config") -> None:
 
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     settable = sorted(train_keys - MANAGED_TRAIN_KEYS)
-    for k in data["train"]:
-        if k not in train_keys or k in MANAGED_TRAIN_KEYS:
-            raise GridError(f"train.{k}: not a settable TrainConfig key; valid: {settable}")
+
+    def check_train_keys(where: str, keys, run_level: bool) -> None:
+        for k in keys:
+            if k not in train_keys or k in MANAGED_TRAIN_KEYS or (run_level and k == "model"):
+                instead = WHERE_INSTEAD.get(k.split("_")[0] if k.startswith("repa") else k)
+                hint = f" (set it as {instead})" if instead else ""
+                raise GridError(f"{where}.{k}: not a settable TrainConfig key here{hint}; valid: {settable}")
+
+    check_train_keys("train", data["train"], run_level=False)
     for name, r in data["runs"].items():
-        for k in r.get("train", {}):
-            if k not in train_keys or k in MANAGED_TRAIN_KEYS:
-                raise GridError(f"runs.{name}.train.{k}: not a settable TrainConfig key; valid: {settable}")
+        check_train_keys(f"runs.{name}.train", r.get("train", {}), run_level=True)
         model = r.get("model", data["train"].get("model", "SiT-T/2"))
         if model not in MODELS:
             raise GridError(f"runs.{name}.model: unknown model {model!r}; registered: {', '.join(MODELS)}")
@@ -98,6 +137,10 @@ def validate(data: dict[str, Any], where: str = "config") -> None:
     if any(r.get("repa", False) for r in data["runs"].values()) and "repa" not in data:
         raise GridError("repa: runs with repa: true need a top-level repa section (encoder, depth, lambda, ...)")
     for table, spec in data["tables"].items():
+        if table == "table1" and "iterations" in spec:
+            raise GridError(
+                "tables.table1.iterations: Table 1 reports each run at its final iteration; set runs.<name>.iterations"
+            )
         for i, run in enumerate(spec["runs"]):
             if run not in data["runs"]:
                 raise GridError(

@@ -30,6 +30,8 @@ the path of the job's log if the job fails.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -41,12 +43,20 @@ from pathlib import Path
 import submitit
 import submitit.local.local
 
+from dar.errors import HarnessError
 from dar.io import write_json
 from dar.lock import FileLock
 
 DISTRIBUTED_JOBS = {"train", "sample", "cache-latents"}  # one task per GPU; the others run as one task
 REQUEUE_JOBS = {"train"}
-ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD"}
+ACTIVE_SLURM_STATES = {
+    "PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "PREEMPTED",
+}  # fmt: skip
+UNKNOWN_GRACE_S = 900  # sacct may not list a job yet (submitit says UNKNOWN): active for this long after submission
+
+
+class LaunchError(HarnessError):
+    """The launcher cannot tell whether an earlier submission still runs."""
 
 
 class DarJob:
@@ -78,7 +88,35 @@ class DarJob:
 
 
 class CheckpointableDarJob(DarJob, submitit.helpers.Checkpointable):
-    """On timeout/preemption submitit calls checkpoint(), which requeues this same call: the rerun resumes."""
+    """On timeout/preemption submitit calls checkpoint(), which requeues this call: the rerun resumes. A --restart
+    given to the first run is not given again (it would set the run aside on every requeue)."""
+
+    def checkpoint(self, *args, **kwargs):
+        resumed = CheckpointableDarJob(self.job, without_restart(self.args), self.threads, self.tasks_dir)
+        return submitit.helpers.DelayedSubmission(resumed)
+
+
+def without_restart(args: list[str]) -> list[str]:
+    """The job's arguments with --restart dropped and `--restart false` added (which also overrides a config file's)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--restart":
+            skip = True
+        elif not a.startswith("--restart="):
+            out.append(a)
+    return [*out, "--restart", "false"] if len(out) != len(args) else out
+
+
+def args_digest(job: str, job_args: list[str]) -> str:
+    """What a submission runs: the job, its arguments and the content of its --config file. A launcher re-attaches
+    only to an earlier submission of the same digest; one of a changed config is waited for, then run again."""
+    h = hashlib.sha256(json.dumps([job, job_args]).encode())
+    for flag, value in itertools.pairwise(job_args):
+        if flag == "--config" and Path(value).is_file():
+            h.update(Path(value).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _job_file(folder: Path, name: str) -> Path:
@@ -124,8 +162,12 @@ def _alive(pid: int, start: str | None = None) -> bool:
 def _local_alive(folder: Path, name: str, rec: dict) -> bool:
     """A local job is alive while its submitit controller or any of its tasks runs: a killed controller leaves
     its tasks running, and they still own the job's outputs."""
-    if rec.get("host", socket.gethostname()) != socket.gethostname():
-        return True  # another host's processes cannot be seen from here; its launcher owns them
+    host = rec.get("host", socket.gethostname())
+    if host != socket.gethostname():
+        raise LaunchError(
+            f"{_job_file(folder, name)} records a local job on host {host}, whose processes cannot be seen from "
+            f"{socket.gethostname()}: if it still runs there, wait for it or stop it there; then delete that file and rerun"
+        )
     if _alive(int(rec.get("pid", -1)), rec.get("start")):
         return True
     for path in sorted(_tasks_dir(folder, name).glob("task*.json")):
@@ -138,36 +180,55 @@ def _local_alive(folder: Path, name: str, rec: dict) -> bool:
     return False
 
 
-def _reattach(folder: Path, name: str, cluster: str):
-    """An earlier submission of the same name that is still active, to wait for instead of submitting, else None.
+def _slurm_active(job, rec: dict) -> str | None:
+    """The job's SLURM state while it is queued or running (sacct via submitit), else None."""
+    state = job.state
+    word = state.split(" ")[0]
+    if word in ACTIVE_SLURM_STATES or (word == "UNKNOWN" and time.time() - rec.get("submitted", 0) < UNKNOWN_GRACE_S):
+        return state
+    return None
 
-    SLURM: re-attach while sacct/squeue say the job is queued or running. Local: wait while its controller or
-    any of its tasks runs; if it then leaves a result, that result is this launch's result.
+
+def _reattach(folder: Path, name: str, cluster: str, digest: str):
+    """An earlier submission of the same name and digest that is still active, to wait for instead of submitting.
+
+    SLURM: re-attach while sacct says the job is queued or running. Local: wait while its controller or any of
+    its tasks runs; if it then leaves a result, that result is this launch's result. An earlier submission with
+    other arguments or another config (an edited grid) is waited for while it runs, then this one is submitted.
     """
     path = _job_file(folder, name)
     if not path.is_file():
         return None
     rec = json.loads(path.read_text())
-    if rec.get("cluster") != cluster:
+    if rec.get("cluster") != cluster or cluster == "debug":
         return None
+    same = rec.get("args_digest") == digest
     if cluster == "slurm":
         job = submitit.SlurmJob(folder=folder, job_id=rec["job_id"], tasks=tuple(range(rec.get("num_tasks", 1))))
-        state = job.state
-        if state.split(" ")[0] in ACTIVE_SLURM_STATES:
+        state = _slurm_active(job, rec)
+        if state and same:
             print(f"[launch] re-attaching to SLURM job {rec['job_id']} ({state}) instead of submitting a second copy", flush=True)
             return job
+        if state:
+            print(
+                f"[launch] SLURM job {rec['job_id']} of {name} ran other arguments ({state}); waiting for it to end", flush=True
+            )
+            while _slurm_active(job, rec):
+                time.sleep(10)
         return None
-    if cluster != "local" or not _local_alive(folder, name, rec):
+    if not _local_alive(folder, name, rec):
         # nothing of it runs: a job that finished before this launcher came is not this launch's result (its
         # outputs may have been deleted since, e.g. by Snakemake rerunning an incomplete job), so run it again
         return None
     print(
         f"[launch] an earlier local run of {name} (job {rec['job_id']}) is still running; waiting for it to end "
-        "instead of starting a second copy",
+        + ("instead of starting a second copy" if same else "(it ran other arguments: this one runs after it)"),
         flush=True,
     )
     while _local_alive(folder, name, rec):
         time.sleep(2)
+    if not same:
+        return None
     job = submitit.local.local.LocalJob(folder=folder, job_id=rec["job_id"], tasks=tuple(range(rec.get("num_tasks", 1))))
     # it ended while this launcher waited for it: its result, if it left one, is this launch's result (a result
     # file older than the submission belongs to an earlier job whose controller had the same pid)
@@ -205,8 +266,10 @@ def submit(args: argparse.Namespace, job_args: list[str]) -> int:
 
     # One submission per job name: check -> submit -> record under a lock, so two launchers started at once
     # for the same job give one job (the second re-attaches to it).
-    with FileLock(folder / f"{name}.lock"):
-        job = _reattach(folder, name, args.cluster)
+    digest = args_digest(args.job, job_args)
+    lock = folder / f"{name}.lock"
+    with FileLock(lock, on_wait=lambda holder: print(f"[launch] waiting for {lock}, held by {holder}", flush=True)):
+        job = _reattach(folder, name, args.cluster, digest)
         if job is None:
             ctor = {"slurm_max_num_timeout": args.max_requeues} if args.cluster == "slurm" else {}  # submitit's default: 3
             ex = submitit.AutoExecutor(folder=folder, cluster=args.cluster, **ctor)
@@ -231,6 +294,7 @@ def submit(args: argparse.Namespace, job_args: list[str]) -> int:
             submitted = time.time()
             job = ex.submit(fn)
             rec = {"job_id": str(job.job_id), "cluster": args.cluster, "num_tasks": tasks * args.nodes, "submitted": submitted}
+            rec["args_digest"] = digest
             if args.cluster == "local":
                 rec.update(_process_record(int(job.job_id)))
             if args.cluster != "debug":
@@ -257,13 +321,25 @@ def submit(args: argparse.Namespace, job_args: list[str]) -> int:
         return 1
     finally:
         if args.cluster != "debug" and job.done() and not (args.cluster == "local" and _local_alive(folder, name, rec)):
-            _job_file(folder, name).unlink(missing_ok=True)
+            _forget(folder, name, str(job.job_id))
     print(f"[launch] {args.job} job {job.job_id} finished", flush=True)
     return 0
 
 
+def _forget(folder: Path, name: str, job_id: str) -> None:
+    """Remove the job's record, under the lock and only if it is still this job's (a newer launcher may own it)."""
+    path = _job_file(folder, name)
+    with FileLock(folder / f"{name}.lock"):
+        try:
+            if json.loads(path.read_text()).get("job_id") == job_id:
+                path.unlink()
+        except (OSError, json.JSONDecodeError):
+            pass
+
+
 def failure_reason(e: BaseException, job) -> str:
-    """One line on why a job failed: the `error:` line the job printed, else the exception's last line."""
+    """One line on why a job failed: the `error:` line the job printed; for a job that never finished (killed by a
+    signal, the scheduler, out of time or memory) that, with its state; else the exception's last line."""
     try:
         text = Path(job.paths.stdout).read_text(errors="replace")
         errors = [line.strip() for line in text.splitlines() if line.startswith("error: ")]
@@ -271,6 +347,15 @@ def failure_reason(e: BaseException, job) -> str:
             return errors[-1]
     except OSError:
         pass
+    if isinstance(e, submitit.core.utils.UncompletedJobError):
+        try:
+            state = job.state
+        except Exception:
+            state = "unknown"
+        return (
+            f"the job stopped before it finished and left no result (state: {state}): it was killed (a signal, "
+            "the scheduler, out of memory or time) or its process died; nothing it had not finished counts as done"
+        )
     msg = str(e).strip()
     return msg.splitlines()[-1] if msg else type(e).__name__
 
@@ -307,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.job not in COMMANDS:
         print(f"error: unknown job {args.job!r}; jobs: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    return submit(args, job_args)
+    try:
+        return submit(args, job_args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

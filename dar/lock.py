@@ -37,28 +37,35 @@ def _holder(path: Path) -> str:
     try:
         rec = json.loads(path.read_text() or "{}")
     except (OSError, json.JSONDecodeError):
+        rec = {}
+    if "pid" not in rec:  # read while the holder was writing it
         return "another process"
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.get("since", 0)))
     return f"pid {rec.get('pid', '?')} on host {rec.get('host', '?')} (since {since})"
 
 
-def _acquire(path: Path, wait: bool) -> int:
+def _acquire(path: Path, wait: bool, on_wait=None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(fd)
-        raise FolderBusy(f"{path} is held by {_holder(path)}") from None
+        if not wait:
+            os.close(fd)
+            raise FolderBusy(f"{path} is held by {_holder(path)}") from None
+        if on_wait is not None:
+            on_wait(_holder(path))
+        fcntl.flock(fd, fcntl.LOCK_EX)
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode(), 0)
     return fd
 
 
 @contextlib.contextmanager
-def FileLock(path: str | os.PathLike, wait: bool = True) -> Iterator[None]:
-    """Hold an exclusive flock on `path` (created if missing); wait for it, or raise FolderBusy at once."""
-    fd = _acquire(Path(path), wait)
+def FileLock(path: str | os.PathLike, wait: bool = True, on_wait=None) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing); wait for it (calling on_wait(holder) once when it
+    is held by another process), or raise FolderBusy at once."""
+    fd = _acquire(Path(path), wait, on_wait)
     try:
         yield
     finally:

@@ -273,18 +273,19 @@ class Plan:
         )
         self.root = self.results / self.preset.name
         self.shared_root = self.results / SHARED
-        self.seeds = tuple(data["seeds"])
+        # every number from the grid is typed here (the schema's 'integer' admits 4.0, which would hash apart from 4)
+        self.seeds = tuple(int(x) for x in data["seeds"])
         ev = data["evaluation"]
         self.evaluation = Evaluation(
             features=ev["features"],
             reference=ev.get("reference", "digits-train"),
-            num_samples=ev["num_samples"],
-            fig1b_num_samples=ev.get("fig1b_num_samples", ev["num_samples"]),
-            nfe=ev["nfe"],
+            num_samples=int(ev["num_samples"]),
+            fig1b_num_samples=int(ev.get("fig1b_num_samples", ev["num_samples"])),
+            nfe=int(ev["nfe"]),
             cfg_scale=float(ev["cfg_scale"]),
-            cfg_channels=ev.get("cfg_channels", 3),
-            batch_size=ev.get("batch_size", 64),
-            shard_size=ev.get("shard_size", 1000),
+            cfg_channels=None if ev.get("cfg_channels", 3) is None else int(ev.get("cfg_channels", 3)),
+            batch_size=int(ev.get("batch_size", 64)),
+            shard_size=int(ev.get("shard_size", 1000)),
             tolerance=dict(ev.get("tolerance") or {}),
         )
         self.assets_dir = Path(data.get("assets_dir", "assets"))
@@ -292,7 +293,7 @@ class Plan:
             name: Table(
                 name,
                 tuple(spec["runs"]),
-                tuple(spec["iterations"]) if "iterations" in spec else None,
+                tuple(int(i) for i in spec["iterations"]) if "iterations" in spec else None,
                 tuple(spec.get("samplers", ["ode"])),
                 tuple(spec.get("cfg", [False])),
             )
@@ -301,7 +302,12 @@ class Plan:
         default_model = data["train"].get("model", "SiT-T/2")
         self.run_defs = {
             name: RunDef(
-                name, r.get("label", name), r.get("model", default_model), r["routing"], r["iterations"], r.get("repa", False)
+                name,
+                r.get("label", name),
+                r.get("model", default_model),
+                r["routing"],
+                int(r["iterations"]),
+                r.get("repa", False),
             )
             for name, r in data["runs"].items()
         }
@@ -408,8 +414,8 @@ class Plan:
             f"no cell {table}/{name} in preset {self.preset.name}; list them with: python -m dar cells --preset {self.preset_arg}"
         )
 
-    def rerun_command(self, target: str | Path) -> str:
-        return f"snakemake {target} --cores 2" + (f" --config preset={self.preset_arg}" if self.preset_arg != "digits" else "")
+    def rerun_command(self, target: str | Path, *flags: str) -> str:
+        return grid_file.snakemake_command(target, self.preset_arg, self.results, *flags)
 
     # ------------------------------------------------------------------ compile
     def _cache_config(self) -> CacheConfig:
@@ -440,7 +446,7 @@ class Plan:
         needed = {it for t, run, it, _, _ in self._cell_keys if run == name} | {self.run_defs[name].iterations}
         if self._diag:
             if name in self._diag["runs"] and self._diag.get("iteration"):
-                it = self._diag["iteration"]
+                it = int(self._diag["iteration"])
                 if it > self.run_defs[name].iterations:
                     raise GridError(
                         f"diagnostics.iteration: {it} is past the length of run {name!r} (runs.{name}.iterations = "
@@ -458,7 +464,7 @@ class Plan:
         kw.update(
             model=self.run_defs[name].model,
             routing=r["routing"],
-            iterations=r["iterations"],
+            iterations=self.run_defs[name].iterations,
             milestones=self._milestones(name),
             seed=seed,
             data=str(self.latents_dir),
@@ -492,17 +498,21 @@ class Plan:
 
     def _sample_set(self, run: Run, iteration: int, sampler: str, cfg_scale: float, num_samples: int) -> SampleSet:
         ev = self.evaluation
-        cfg = SampleConfig(
-            checkpoint=str(run.checkpoint(iteration)),
-            sampler=sampler,
-            nfe=ev.nfe,
-            cfg_scale=cfg_scale,
-            cfg_channels=ev.cfg_channels,
-            num_samples=num_samples,
-            seed=run.seed,
-            batch_size=ev.batch_size,
-            shard_size=ev.shard_size,
-            device=run.config.device,
+        cfg = from_dict(
+            SampleConfig,
+            dict(
+                checkpoint=str(run.checkpoint(iteration)),
+                sampler=sampler,
+                nfe=ev.nfe,
+                cfg_scale=cfg_scale,
+                cfg_channels=ev.cfg_channels,
+                num_samples=num_samples,
+                seed=run.seed,
+                batch_size=ev.batch_size,
+                shard_size=ev.shard_size,
+                device=run.config.device,
+            ),
+            where="evaluation",
         )
         identity = cfg.identity(run.checkpoint_identity(iteration))
         fp = fingerprint(identity)
@@ -524,27 +534,33 @@ class Plan:
         n = ev.fig1b_num_samples if table == "fig1b" else ev.num_samples
         sets = tuple(self._sample_set(self.runs[(run, s)], iteration, sampler, scale, n) for s in self.seeds)
         rd = self.run_defs[run]
-        config = CellConfig(
-            table=table,
-            name=name,
-            out=str(self.root / "cells" / table / f"{name}.json"),
-            preset=self.preset.name,
-            scale=self.preset.scale,
-            run=run,
-            label=rd.label,
-            cfg=cfg,
-            paper_iteration=iteration * self.preset.paper_iteration_scale,
-            expect={"model": rd.model, "routing": rd.routing, "iteration": iteration},
-            seeds=list(self.seeds),
-            samples=[str(s.path) for s in sets],
-            sample_identities=[s.identity for s in sets],
-            evals=[str(self.root / "evals" / table / name / f"seed{s}.json") for s in self.seeds],
-            features=ev.features,
-            reference=str(self.reference),
-            reference_name=ev.reference,
-            weights=str(self.digits_net) if ev.features == "digits" else None,
-            assets_dir=None if ev.features == "digits" else str(self.assets_dir),
-            num_samples=n,
+        config = from_dict(
+            CellConfig,
+            dict(
+                table=table,
+                name=name,
+                out=str(self.root / "cells" / table / f"{name}.json"),
+                preset=self.preset.name,
+                scale=self.preset.scale,
+                run=run,
+                label=rd.label,
+                cfg=cfg,
+                paper_iteration=iteration * self.preset.paper_iteration_scale,
+                expect={"model": rd.model, "routing": rd.routing, "iteration": iteration},
+                seeds=list(self.seeds),
+                samples=[str(s.path) for s in sets],
+                sample_identities=[s.identity for s in sets],
+                evals=[str(self.root / "evals" / table / name / f"seed{s}.json") for s in self.seeds],
+                features=ev.features,
+                reference=str(self.reference),
+                reference_name=ev.reference,
+                weights=str(self.digits_net) if ev.features == "digits" else None,
+                assets_dir=None if ev.features == "digits" else str(self.assets_dir),
+                num_samples=n,
+                workflow_preset=self.preset_arg,
+                workflow_results=str(self.results),
+            ),
+            where=f"tables.{table}",
         )
         return Cell(
             table, name, run, rd.label, iteration, sampler, cfg, scale, ev.nfe, n, self.seeds, sets, config,

@@ -102,3 +102,21 @@ def test_cell_cli_reads_one_config_file_and_names_missing_samples(setup, tmp_pat
     path.write_text(json.dumps(to_dict(config(root, weights, tmp_path))))
     assert cell_main(["--config", str(path)]) == 0
     assert "[cell]" in capsys.readouterr().out
+
+
+def test_cell_refuses_samples_of_checkpoint_bytes_that_are_gone(setup, tmp_path):
+    """A run restarted under the same identity rewrites its checkpoints: its old samples are not the new weights'."""
+    root, weights = setup
+    ckpt = tmp_path / "step_0000010.pt"
+    ckpt.write_bytes(b"the checkpoint as it is now")
+    samples = tmp_path / "s.npz"
+    samples.write_bytes((root / "s.npz").read_bytes())
+    side = sidecar(checkpoint=str(ckpt), inputs={"checkpoint_sha256": "0" * 64})  # drawn from other bytes
+    (tmp_path / "s.npz.json").write_text(json.dumps(side))
+    with pytest.raises(IdentityMismatch, match=r"checkpoint_sha256: '0000.*' recorded there, '[0-9a-f]{64}' now") as e:
+        cell_run(config(root, weights, tmp_path, samples=[str(samples)]))
+    assert "was restarted" in str(e.value) and "--forcerun sample" in str(e.value)
+    # a sidecar whose fingerprint is not its identity's (edited by hand) is refused too
+    (tmp_path / "s.npz.json").write_text(json.dumps(sidecar(fingerprint="feedfacecafe")))
+    with pytest.raises(IdentityMismatch, match="fingerprint: 'feedfacecafe' recorded there"):
+        cell_run(config(root, weights, tmp_path, samples=[str(samples)]))

@@ -118,6 +118,30 @@ def test_cache_records_its_identity_and_refuses_a_folder_of_another(tmp_path):
         run(CacheConfig(dataset="digits", out=str(tmp_path / "old")))
 
 
+def test_a_failed_shard_write_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    import errno
+
+    from dar.data import cache
+    from dar.errors import DiskFullError
+
+    real, calls = np.save, []
+
+    def save(path, arr):
+        calls.append(path)
+        if len(calls) == 2:  # the second array of the first shard: the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, arr)
+
+    monkeypatch.setattr(cache.np, "save", save)
+    with pytest.raises(DiskFullError, match=r"no space left on device while writing .*shard_00000"):
+        run(CacheConfig(dataset="digits", out=str(tmp_path / "c"), shard_size=500))
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["manifest.json"], "no half-written shard, no .tmp folder"
+    monkeypatch.setattr(cache.np, "save", real)
+    (tmp_path / "c" / ".shard_00001.tmp-999999999").mkdir()  # one a killed writer left behind
+    run(CacheConfig(dataset="digits", out=str(tmp_path / "c"), shard_size=500))
+    assert not list((tmp_path / "c").glob(".shard_*")) and LatentCache(tmp_path / "c").identity["dataset"] == "digits"
+
+
 def test_ranks_write_disjoint_shards_and_match_one_process(tmp_path, monkeypatch):
     base = dict(dataset="digits", shard_size=256)
     run(CacheConfig(**base, out=str(tmp_path / "one")))

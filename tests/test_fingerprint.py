@@ -31,6 +31,9 @@ def test_differences_name_nested_fields():
     ]
     assert differences(rec, dict(rec)) == []
     assert differences(None, rec) == [("(identity)", None, rec)]
+    # what hashes apart differs: a whole-number float is not its int, a bool not its number
+    assert differences({"nfe": 4}, {"nfe": 4.0}) == [("nfe", 4, 4.0)] and fingerprint({"nfe": 4}) != fingerprint({"nfe": 4.0})
+    assert differences({"ema": True}, {"ema": 1}) == [("ema", True, 1)]
 
 
 def test_identity_mismatch_names_fields_and_ways_out():

@@ -47,6 +47,18 @@ def test_presets_ship_with_the_package():
         ),
         (lambda d: d["train"].update(lrr=1.0), r"train\.lrr: not a settable TrainConfig key"),
         (lambda d: d["train"].update(restart=True), r"train\.restart: not a settable TrainConfig key"),
+        (
+            lambda d: d["runs"]["sit"].update(train={"model": "SiT-S/2"}),
+            r"runs\.sit\.train\.model: not a settable TrainConfig key here \(set it as runs\.<name>\.model",
+        ),
+        (
+            lambda d: d["train"].update(repa=True),
+            r"train\.repa: not a settable TrainConfig key here \(set it as runs\.<name>\.repa",
+        ),
+        (
+            lambda d: d["tables"]["table1"].update(iterations=[5, 10]),
+            r"tables\.table1\.iterations: Table 1 reports each run at its final iteration",
+        ),
         (lambda d: d["evaluation"].update(nfe=0), r"evaluation\.nfe: 0 is less than the minimum"),
         # one evaluation must never count twice: seeds are unique
         (lambda d: d.update(seeds=[0, 0]), r"seeds: \[0, 0\] has non-unique elements"),

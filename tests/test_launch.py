@@ -91,3 +91,51 @@ def test_a_killed_controller_never_yields_a_second_trainer(tmp_path):
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == list(range(5, 61, 5)), "one trainer: no duplicated or out-of-order metric lines"
     assert (run_dir / "done.json").is_file()
+
+
+def test_a_killed_job_is_reported_as_killed_not_by_its_last_log_line(tmp_path):
+    from dar.data.cache import CacheConfig
+    from dar.data.cache import run as cache_run
+
+    cache_run(CacheConfig(dataset="digits", out=str(tmp_path / "lat")))
+    job = ["--data", str(tmp_path / "lat"), "--out", str(tmp_path / "run"), "--model", "SiT-T/2", "--global-batch", "16"]
+    job += ["--iterations", "100000", "--log-every", "1", "--precision", "fp32", "--device", "cpu"]
+    launcher = _launcher(tmp_path / "sub", "train-k", "train", job)
+    tasks = tmp_path / "sub" / "train-k.tasks"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((tmp_path / "run" / "metrics.jsonl").is_file() and list(tasks.glob("task*.json"))):
+        time.sleep(0.2)
+    task = json.loads(next(tasks.glob("task*.json")).read_text())
+    os.kill(task["pid"], signal.SIGKILL)  # e.g. the kernel's OOM killer
+    out = launcher.communicate(timeout=120)[0]
+    assert launcher.returncode == 1
+    reason = next(line for line in out.splitlines() if "failed:" in line)
+    assert "stopped before it finished and left no result" in reason and "killed" in reason, reason
+    assert "full log:" in out
+
+
+def test_requeues_never_repeat_a_restart():
+    from dar.launch import without_restart
+
+    assert without_restart(["--out", "r", "--restart", "true", "--lr", "1"]) == ["--out", "r", "--lr", "1", "--restart", "false"]
+    assert without_restart(["--restart=true"]) == ["--restart", "false"]
+    assert without_restart(["--config", "j.json"]) == ["--config", "j.json"]
+
+
+def test_an_earlier_job_with_other_arguments_is_waited_for_then_this_one_runs(tmp_path, capsys):
+    from dar.launch import args_digest
+
+    earlier = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    rec = {"job_id": str(earlier.pid), "cluster": "local", "pid": earlier.pid, "args_digest": args_digest("params", ["--other"])}
+    (tmp_path / "p.job").write_text(json.dumps(rec))
+    assert launch_local(tmp_path, "params", "p", PARAMS_JOB) == 0
+    out = capsys.readouterr().out
+    assert "it ran other arguments: this one runs after it" in out and "submitted to local" in out
+    assert earlier.poll() is not None
+
+
+def test_a_record_from_another_host_is_an_error_not_a_wait(tmp_path, capsys):
+    (tmp_path / "p.job").write_text(json.dumps({"job_id": "1", "cluster": "local", "pid": 1, "host": "elsewhere"}))
+    rc = launch_local(tmp_path, "params", "p", PARAMS_JOB)
+    err = capsys.readouterr().err
+    assert rc == 2 and "records a local job on host elsewhere" in err and "delete that file" in err

@@ -69,7 +69,8 @@ def test_evaluate_end_to_end(setup, tmp_path, capsys):
     assert p["feature_extractor"]["weights_sha256"] == file_sha256(setup["weights"])
     assert p["torch_fidelity"] == "0.4.0" and p["git_commit"] != "sampler-commit"
     assert p["metric_settings"] == {
-        "is_splits": 10, "is_shuffle": False, "prc_neighborhood": 3, "prc_input1": "generated", "prc_input2": "reference",
+        "is_split_size": 5000, "is_splits": 1, "is_shuffle": False, "prc_neighborhood": 3, "prc_input1": "generated",
+        "prc_input2": "reference",
     }  # fmt: skip
     assert result["wall_seconds"] > 0
 
@@ -134,13 +135,28 @@ def _bad_cases(s, root):
     yield "sidecar", {"samples": bad_sidecar}, "is not valid JSON"
     yield "out-dir", {"out": root}, "is a folder"
     if not torch.cuda.is_available():
-        yield "no-cuda", {"device": "cuda"}, "CUDA is not available here"
+        yield "no-cuda", {"device": "cuda"}, "no CUDA device is visible here"
+    (root / "empty.npz").write_bytes(b"")
+    yield "empty-file", {"samples": root / "empty.npz"}, "is empty (0 bytes)"
+    np.save(root / "plain.npy", good)
+    (root / "plain.npy").rename(root / "plain.npz")
+    yield "npy-not-npz", {"samples": root / "plain.npz"}, "holds a single ndarray (a .npy), not an .npz"
+    (root / "text.npz").write_text("hello")
+    yield "not-npz", {"samples": root / "text.npz"}, "is not a readable .npz file"
+    blank = _write(root / "black.npz", arr_0=np.zeros_like(good))  # what NaN samples became before they were refused
+    yield "blank", {"samples": blank}, f"all {N} images are blank (every pixel is 0)"
+    yield "gpu", {"device": "gpu"}, "argument --device: 'gpu' is not a device (PyTorch calls GPUs 'cuda')"
 
 
 def test_bad_inputs_fail_clearly_and_write_nothing(setup, tmp_path, capsys):
     cases = list(_bad_cases(setup, tmp_path))
     for name, over, message in cases:
         out = over.get("out", tmp_path / f"{name}.json")
+        if name == "gpu":  # argparse's own refusal: usage line + message, status 2
+            with pytest.raises(SystemExit) as e:
+                evaluate_main(_args(setup, out, **over))
+            assert e.value.code == 2 and message in capsys.readouterr().err
+            continue
         rc = evaluate_main(_args(setup, out, **{k: v for k, v in over.items() if k != "out"}))
         err = capsys.readouterr().err
         assert rc == 2, (name, err)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dar.metrics.fidelity import inception_score, precision_recall
+from dar.metrics.fidelity import inception_score, is_chunks, precision_recall
 
 
 def _pr_clouds():
@@ -62,24 +62,41 @@ def _one_hot_logits(classes: list[int], num_classes: int = 10, scale: float = 20
     return torch.nn.functional.one_hot(torch.tensor(classes), num_classes).double() * scale
 
 
-def test_inception_score_contiguous_splits():
-    # 10 splits of 10 samples; split i predicts k_i classes uniformly and confidently, so its score is exactly k_i.
+def test_inception_score_contiguous_chunks_of_adm_split_size():
+    # 10 chunks of 10 samples (split size 10); chunk i predicts k_i classes uniformly and confidently: score k_i.
     ks = [1, 2, 5, 10, 1, 2, 5, 10, 1, 2]
     classes = [j % k for k in ks for j in range(10)]
-    mean, std = inception_score(_one_hot_logits(classes))
+    mean, std = inception_score(_one_hot_logits(classes), split_size=10)
     assert mean == pytest.approx(np.mean(ks), abs=1e-9)
     assert std == pytest.approx(np.std(ks), abs=1e-9)
 
 
+def test_inception_score_follows_adm_chunks_at_any_sample_count():
+    # ADM cuts chunks of 5,000 whatever N is; 12,000 samples are 5,000 + 5,000 + 2,000 (not 10 splits of 1,200).
+    assert is_chunks(12_000) == [(0, 5000), (5000, 10_000), (10_000, 12_000)]
+    assert is_chunks(50_000) == [(i, i + 5000) for i in range(0, 50_000, 5000)] and is_chunks(500) == [(0, 500)]
+    # chunk scores 1, 2 and 10 (the last chunk short): ADM's mean is 13/3; 10 equal splits would give 3.4
+    classes = [0] * 5000 + [j % 2 for j in range(5000)] + [j % 10 for j in range(2000)]
+    mean, _ = inception_score(_one_hot_logits(classes))
+    assert mean == pytest.approx(13 / 3, abs=1e-9)
+    # at 50,000 samples the ADM rule is torch-fidelity's 10 equal splits
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50_000, 16, generator=g, dtype=torch.float64) * 3
+    want = isc_features_to_metric(logits, splits=10, shuffle=False)[KEY_METRIC_ISC_MEAN]
+    assert inception_score(logits)[0] == pytest.approx(want, rel=1e-12)
+
+
 def test_inception_score_follows_file_order_for_class_sorted_samples():
-    # Class-sorted file: each contiguous split holds one class -> IS 1 (ADM's known order dependence);
-    # the same samples interleaved give 10 in every split. A shuffling implementation would score both alike.
+    # Class-sorted file: each contiguous chunk holds one class -> IS 1 (ADM's known order dependence);
+    # the same samples interleaved give 10 in every chunk. A shuffling implementation would score both alike.
     sorted_classes = [c for c in range(10) for _ in range(10)]
     interleaved = [j % 10 for j in range(100)]
-    assert inception_score(_one_hot_logits(sorted_classes)) == pytest.approx((1.0, 0.0), abs=1e-9)
-    assert inception_score(_one_hot_logits(interleaved)) == pytest.approx((10.0, 0.0), abs=1e-9)
+    assert inception_score(_one_hot_logits(sorted_classes), split_size=10) == pytest.approx((1.0, 0.0), abs=1e-9)
+    assert inception_score(_one_hot_logits(interleaved), split_size=10) == pytest.approx((10.0, 0.0), abs=1e-9)
 
 
-def test_inception_score_needs_a_sample_per_split():
-    with pytest.raises(ValueError, match="N >= 10"):
-        inception_score(torch.zeros(9, 10))
+def test_inception_score_needs_logits():
+    with pytest.raises(ValueError, match="N >= 1"):
+        inception_score(torch.zeros(0, 10))

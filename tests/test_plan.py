@@ -108,6 +108,21 @@ def test_bookkeeping_settings_keep_the_run_folder(tmp_path, what, mutate):
     assert after.runs[("static-c4", 0)].dir == before.runs[("static-c4", 0)].dir
 
 
+def test_whole_number_floats_in_the_grid_are_the_same_config(tmp_path):
+    """YAML's 4.0 passes the schema's 'integer'; it must name the same runs, files and fingerprints as 4."""
+
+    def floats(d):
+        d["seeds"] = [0.0]
+        d["evaluation"].update(nfe=4.0, num_samples=40.0)
+        d["runs"]["static-c4"]["iterations"] = 10.0
+        d["tables"]["table2"]["iterations"] = [5.0, 10]
+
+    a, b = Plan.load(preset_file(tmp_path)), Plan.load(preset_file(tmp_path, floats, name="f.yaml"))
+    assert [s.path for s in a.samples] == [s.path for s in b.samples]
+    assert [c.fingerprint for c in a.cells] == [c.fingerprint for c in b.cells]
+    assert {k: r.dir for k, r in a.runs.items()} == {k: r.dir for k, r in b.runs.items()}
+
+
 def test_seeds_are_separate_runs_and_pair_across_runs(tmp_path):
     plan = Plan.load(preset_file(tmp_path, lambda d: d.update(seeds=[0, 1])))
     a, b = plan.runs[("static-c4", 0)], plan.runs[("static-c4", 1)]
@@ -171,7 +186,8 @@ def test_write_only_touches_changed_configs(tmp_path):
     plan.write_job_configs()
     job = plan.runs[("sit", 0)].job
     os.utime(job, ns=(1, 1))
-    changed = Plan.load(preset_file(tmp_path, lambda d: d["train"].update(log_every=1), name="b.yaml"), results=tmp_path / "r")
+    # the same grid file, edited
+    changed = Plan.load(preset_file(tmp_path, lambda d: d["train"].update(log_every=1)), results=tmp_path / "r")
     written = changed.write_job_configs()
     assert job in written and job.stat().st_mtime_ns > 1
     assert all(p.name.endswith(".json") and "train" in str(p) for p in written), "only the training jobs changed"

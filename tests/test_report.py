@@ -216,7 +216,8 @@ def test_pending_cell_links_to_its_exact_snakemake_command(paper_page):
     assert link.attrs["href"] == "#cmd-table1-sit_ode_cfg1.5"
     item = doc.find("li", id="cmd-table1-sit_ode_cfg1.5")
     path = grid.root / "cells" / "table1" / "sit_ode_cfg1.5.json"
-    assert item.find("code").text() == f"snakemake {path} --cores 2 --config preset={grid.preset_arg}"
+    assert item.find("code").text() == grid.rerun_command(path)
+    assert grid.rerun_command(path) == f"snakemake {path} --cores 2 --config preset={grid.preset_arg} results={grid.results}"
 
 
 def test_multi_seed_cell_shows_mean_std_and_n_and_flags_a_miss(paper_page):
@@ -287,7 +288,7 @@ def test_figure_slots_fill_or_say_what_produces_them(paper_page):
     for key in ("fig2", "fig5", "chunk_theory", "fig6", "loss"):
         slot = doc.find("div", data_slot=key)
         assert slot.attrs["data-filled"] == "no" and not slot.find_all("img")
-    want = f"snakemake {grid.root / 'diagnostics' / 'fig2.json'} --cores 2 --config preset={grid.preset_arg}"
+    want = grid.rerun_command(grid.root / "diagnostics" / "fig2.json")
     assert want in [c.text() for c in doc.find("div", data_slot="fig2").find_all("code")]
 
 
@@ -333,6 +334,26 @@ def test_cells_the_collated_table_lacks_are_collated_at_render_time(tmp_path):
     doc = parse(render.render(grid, tmp_path / "old.html", table=tmp_path / "old.csv"))
     assert span(cell(doc, "sit_ode_cfg1.0", "fid"), "ours") == "10.00"
     assert {td.attrs["data-status"] for td in doc.find_all("td", data_table="table2")} == {"pending"}
+
+
+def test_labels_with_dollar_signs_are_drawn_as_written(tmp_path):
+    """A run label is user text: matplotlib must not parse '$...$' in it as mathtext (it crashed the report)."""
+    grid = Plan.load(
+        str(write_preset(tmp_path, lambda d: d["runs"]["sit"].update(label=r"SiT $\alpha$ and $\notacommand{"))),
+        results=tmp_path / "results",
+    )
+    df = handmade_table(grid)
+    run = grid.runs[("sit", 0)]
+    run.dir.mkdir(parents=True)
+    (run.dir / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n{"step": 10, "loss": 0.5}\n')
+    doc = parse(render.render(grid, tmp_path / "dollar.html", table=_csv(df, tmp_path)))
+    for key in ("fig1b", "loss"):
+        assert doc.find("div", data_slot=key).attrs["data-filled"] == "yes", key
+
+
+def _csv(df, tmp_path):
+    df.to_csv(tmp_path / "t.csv", index=False)
+    return tmp_path / "t.csv"
 
 
 def test_bad_tolerance_override_is_an_error(tmp_path, capsys):

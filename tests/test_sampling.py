@@ -199,3 +199,41 @@ def test_bare_official_style_sit_state_dict_loads_and_samples(tmp_path):
     torch.testing.assert_close(model(x, t, y), ref(x, t, y), rtol=0, atol=0)
     with pytest.raises(ValueError, match="pass --vae-path"):
         run(cfg(tmp_path / "SiT-T-2-official.pt", tmp_path / "s.npz"))
+
+
+# ---------------------------------------------------------------------------
+# Non-finite outputs are errors, never files
+# ---------------------------------------------------------------------------
+
+
+def test_non_finite_samples_are_an_error_not_a_black_file(ckpt, tmp_path, monkeypatch, capsys):
+    from dar.errors import NonFiniteError
+    from dar.sampling import loop
+
+    real = loop.guided_velocity
+
+    def exploding(*a, **k):  # a diverged model: the velocity overflows
+        v = real(*a, **k)
+        return lambda x, t: v(x, t) * float("inf")
+
+    monkeypatch.setattr(loop, "guided_velocity", exploding)
+    with pytest.raises(
+        NonFiniteError,
+        match=r"sampling from .* the sampled latents of 5 sample\(s\) \(indices \[0, 1, 2, 3, 4\]\) hold NaN",
+    ):
+        run(cfg(ckpt, tmp_path / "s.npz"))
+    assert not (tmp_path / "s.npz").exists() and not list(shard_dir(tmp_path / "s.npz").glob("shard_*"))
+    assert sample_main(["--config", _job(tmp_path, cfg(ckpt, tmp_path / "s.npz"))]) == 2
+    assert capsys.readouterr().err.startswith("error: sampling from")
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(ckpt, tmp_path):
+    from dar.errors import NonFiniteError
+    from dar.train import checkpoint as ckpt_io
+
+    state = ckpt_io.load(ckpt)
+    state["ema"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["ema"].items()}
+    ckpt_io.save(tmp_path / "bad.pt", state)
+    with pytest.raises(NonFiniteError, match=rf"checkpoint {tmp_path / 'bad.pt'} holds non-finite EMA weights"):
+        run(cfg(tmp_path / "bad.pt", tmp_path / "s.npz"))
+    assert not (tmp_path / "s.npz").exists()

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
+from dar.__main__ import main as dar_main
 from dar.config import ConfigError
 from dar.data.cache import CacheConfig, run
 from dar.fingerprint import IdentityMismatch
@@ -204,7 +205,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_cache, tmp_path):
     m = np.load(poisoned / "shard_00000" / "moments.npy")
     m[:, :, 0] = np.nan
     np.save(poisoned / "shard_00000" / "moments.npy", m)
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4.*latest.pt"):
+    with pytest.raises(TrainingDiverged, match=r"loss is nan and gradient norm nan at step 4.*latest.pt"):
         train(tiny_cfg(poisoned, out, iterations=6, ckpt_every=3))
     assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["step"] == 3
 
@@ -225,7 +226,7 @@ def test_bad_config_errors_and_writes_nothing(digits_cache, tmp_path, capsys):
     assert "model: unknown 'SiT-Q/2'" in capsys.readouterr().err
     assert train_main(["--milestones", "5,500", "--iterations", "100", "--out", str(tmp_path / "r")]) == 2
     assert "milestones [500] lie outside" in capsys.readouterr().err
-    assert train_main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"), "--device", "cpu"]) == 1
+    assert train_main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"), "--device", "cpu"]) == 2
     assert "run: python -m dar cache-latents" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     with pytest.raises(ConfigError, match="not divisible by micro_batch"):
@@ -332,6 +333,9 @@ def test_other_data_is_refused_on_resume(digits_cache, tmp_path):
     run(CacheConfig(dataset="digits", out=str(tmp_path / "lat2"), shard_size=100))  # finds its shards, rewrites the index
     with pytest.raises(IdentityMismatch, match=r"inputs\.latents_sha256"):
         train(tiny_cfg(tmp_path / "lat2", tmp_path / "r", iterations=6, ckpt_every=2))
+    # a finished run reads no more data: rerunning it (e.g. after its cache was rebuilt) only notes the change
+    train(tiny_cfg(tmp_path / "lat2", tmp_path / "r", iterations=4, ckpt_every=2))
+    assert (tmp_path / "r" / "done.json").is_file()
 
 
 def test_a_checkpoint_without_identity_is_refused(digits_cache, tmp_path):
@@ -340,7 +344,7 @@ def test_a_checkpoint_without_identity_is_refused(digits_cache, tmp_path):
     path = ckpt_io.newest(out)
     state = torch.load(path, weights_only=False)
     del state["identity"], state["inputs"]
-    torch.save(state, path)  # as written before runs recorded what made them
+    ckpt_io.save(path, state)  # as written before runs recorded what made them (with a valid checksum)
     with pytest.raises(IdentityMismatch, match="identity: missing recorded there"):
         train(tiny_cfg(digits_cache, out, iterations=6, ckpt_every=3))
 
@@ -353,3 +357,114 @@ def test_one_trainer_per_run_folder(digits_cache, tmp_path):
         with pytest.raises(FolderBusy, match=rf"training run folder {out} is in use by pid {os.getpid()}"):
             train(tiny_cfg(digits_cache, out, iterations=3))
     assert not (out / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------
+# Faults: non-finite states, damaged checkpoints, torn logs, full disks
+# ---------------------------------------------------------------------------
+
+
+def test_non_finite_weights_are_never_saved(digits_cache, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    train(tiny_cfg(digits_cache, out, iterations=3, ckpt_every=3))
+    real, calls = torch.optim.AdamW.step, []
+
+    def step(self, *a, **k):  # the update of step 6 goes wrong; the loss of that step was still finite
+        result = real(self, *a, **k)
+        calls.append(1)
+        if len(calls) == 3:  # steps 4, 5, 6 after resuming from 3
+            self.param_groups[0]["params"][0].data.fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    with pytest.raises(
+        TrainingDiverged, match=r"the model state holds non-finite values at step 6.*Last good checkpoint: .*latest\.pt"
+    ):
+        train(tiny_cfg(digits_cache, out, iterations=6, ckpt_every=3))
+    state = ckpt_io.load(out / "checkpoints" / "latest.pt")
+    assert state["step"] == 3 and not ckpt_io.non_finite(state["model"]) and not ckpt_io.non_finite(state["ema"])
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(digits_cache, tmp_path, capsys):
+    out = tmp_path / "r"
+    train(tiny_cfg(digits_cache, out, iterations=4, ckpt_every=2, milestones=[2]))  # step_0000002.pt, latest.pt at 4
+    latest = out / "checkpoints" / "latest.pt"
+    data = bytearray(latest.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    latest.write_bytes(bytes(data))
+    with pytest.raises(ckpt_io.CheckpointError, match=rf"checkpoint {latest} is damaged: its sha256"):
+        ckpt_io.load(latest)
+    train(tiny_cfg(digits_cache, out, iterations=6, ckpt_every=2, milestones=[2]))
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "set aside as latest.pt.damaged-" in err and "trying the next newest" in err
+    damaged = [p for p in (out / "checkpoints").glob("latest.pt.damaged-*") if not p.name.endswith(".json")]
+    assert len(damaged) == 1, "the damaged file is kept, set aside"
+    train(tiny_cfg(digits_cache, tmp_path / "clean", iterations=6, ckpt_every=2, milestones=[2]))
+    assert_same(weights(out), weights(tmp_path / "clean"))  # resumed from step 2: the same run
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not a checkpoint"])
+def test_unreadable_checkpoints_name_the_file(digits_cache, tmp_path, damage, capsys):
+    out = train(tiny_cfg(digits_cache, tmp_path / "r", iterations=2, ckpt_every=2, milestones=[2]))
+    path = out / "checkpoints" / "step_0000002.pt"
+    ckpt_io.sidecar(path).unlink()  # no checksum to compare: only readability is left to check
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 3], "not a checkpoint": b"hello"}[damage])
+    rc = dar_main(["sample", "--checkpoint", str(path), "--out", str(tmp_path / "s.npz"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: checkpoint {path} ") and "Traceback" not in err
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_a_torn_metrics_line_is_dropped_on_resume(digits_cache, tmp_path, capsys):
+    out = tmp_path / "r"
+    train(tiny_cfg(digits_cache, out, iterations=4, ckpt_every=2, log_every=2))
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "lo')  # a write cut short by a full disk or a kill
+    train(tiny_cfg(digits_cache, out, iterations=6, ckpt_every=2, log_every=2))
+    assert f"{out / 'metrics.jsonl'} line 3 is cut short" in capsys.readouterr().err
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
+
+
+def test_labels_outside_the_classes_are_refused(tmp_path):
+    from dar.errors import DataError
+
+    run(CacheConfig(dataset="digits", out=str(tmp_path / "lat")))
+    labels = np.load(tmp_path / "lat" / "shard_00000" / "labels.npy")
+    labels[0] = 10  # = num_classes: the model's null (CFG) class
+    np.save(tmp_path / "lat" / "shard_00000" / "labels.npy", labels)
+    with pytest.raises(DataError, match=r"labels span 0\.\.10 but its index says num_classes = 10"):
+        train(tiny_cfg(tmp_path / "lat", tmp_path / "r", iterations=1))
+
+
+def test_a_full_disk_while_logging_is_said_plainly(digits_cache, tmp_path, monkeypatch):
+    from dar.errors import DiskFullError
+    from dar.train import loop
+
+    real_open = open
+
+    def full_open(path, mode="r", *a, **k):
+        if str(path).endswith("metrics.jsonl") and "a" in mode:
+            return real_open("/dev/full", "w")
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr(loop, "open", full_open, raising=False)
+    with pytest.raises(DiskFullError, match=r"no space left on device while writing .*metrics\.jsonl"):
+        train(tiny_cfg(digits_cache, tmp_path / "r", iterations=2, log_every=1))
+
+
+def test_official_train_py_checkpoints_load_their_ema_weights(tmp_path):
+    """SiT's and DiT's train.py save {"model", "ema", "opt", "args"}; their find_model takes "ema"."""
+    from dar.models import build_model
+
+    torch.manual_seed(0)
+    ema = build_model("SiT-T/2", "residual", input_size=8, in_channels=4, num_classes=10).eval()
+    raw = build_model("SiT-T/2", "residual", input_size=8, in_channels=4, num_classes=10)
+    torch.save(
+        {"model": raw.state_dict(), "ema": ema.state_dict(), "opt": {}, "args": {"model": "SiT-T/2"}}, tmp_path / "0001000.pt"
+    )
+    model, _ = ckpt_io.load_for_inference(tmp_path / "0001000.pt")
+    x, t, y = torch.randn(2, 4, 8, 8), torch.rand(2), torch.tensor([1, 2])
+    torch.testing.assert_close(model(x, t, y), ema(x, t, y), rtol=0, atol=0)

@@ -35,10 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dar.config import ConfigError, job_parser, opt, run_job
+from dar.config import AT_LEAST_1, NON_NEGATIVE, ConfigError, Range, job_parser, opt, run_job
 from dar.data.encoders import IdentityEncoder, SDVAEEncoder
+from dar.distributed import pick_device
+from dar.errors import DiskFullError
 from dar.fingerprint import IdentityMismatch, fingerprint
-from dar.io import write_json
+from dar.io import free_bytes, is_disk_full, write_json
 from dar.provenance import git_commit
 
 INDEX = "index.json"
@@ -48,17 +50,21 @@ FORMAT = 2  # 2: the index records the data's identity
 
 @dataclass
 class CacheConfig:
-    dataset: str = opt("digits", "dataset: 'digits' (embedded, train split) or 'imagefolder' (ImageNet-style tree)")
+    dataset: str = opt(
+        "digits",
+        "dataset: 'digits' (embedded, train split) or 'imagefolder' (ImageNet-style tree)",
+        choices=("digits", "imagefolder"),
+    )
     root: str | None = opt(None, "ImageFolder root (dataset=imagefolder)")
-    image_size: int = opt(256, "ADM centre-crop size (dataset=imagefolder)")
-    encoder: str = opt("identity", "latent encoder: 'identity' (digits) or 'sd-vae'")
+    image_size: int = opt(256, "ADM centre-crop size (dataset=imagefolder)", range=Range(8))
+    encoder: str = opt("identity", "latent encoder: 'identity' (digits) or 'sd-vae'", choices=("identity", "sd-vae"))
     vae_path: str | None = opt(None, "local diffusers folder of the SD VAE (encoder=sd-vae)", identity=False)
     out: str = opt("results/latents/digits", "output folder", identity=False)
-    shard_size: int = opt(4096, "images per shard")
-    batch_size: int = opt(64, "images per encoder call", identity=False)
-    workers: int = opt(4, "data-loading worker processes (dataset=imagefolder)", identity=False)
+    shard_size: int = opt(4096, "images per shard", range=AT_LEAST_1)
+    batch_size: int = opt(64, "images per encoder call", identity=False, range=AT_LEAST_1)
+    workers: int = opt(4, "data-loading worker processes (dataset=imagefolder)", identity=False, range=NON_NEGATIVE)
     store_images: bool = opt(False, "also keep the preprocessed images (uint8) for encoders that need the clean image (REPA)")
-    device: str = opt("auto", "'auto' (cuda:LOCAL_RANK if available), 'cpu' or 'cuda'", identity=False)
+    device: str = opt("auto", "'auto' (cuda:LOCAL_RANK if available), 'cpu' or 'cuda'", identity=False, device=True)
 
     def data_identity(self) -> dict:
         """What the training data is (part of every run's identity): dataset, its root and crop, encoder."""
@@ -124,9 +130,24 @@ def _write_shard(out: Path, s: int, arrays: dict[str, np.ndarray]) -> None:
     tmp = out / f".{shard_name(s)}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name, arr in arrays.items():
-        np.save(tmp / f"{name}.npy", arr)
-    os.replace(tmp, final)  # atomic: a shard folder that exists is complete
+    try:
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", arr)
+        os.replace(tmp, final)  # atomic: a shard folder that exists is complete
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(final, free_bytes(final)) from e
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # never left behind, whatever stopped the write
+
+
+def _remove_stale_tmp(out: Path) -> None:
+    """Shard folders a killed writer left half-written (.shard_*.tmp-<pid> whose process is gone)."""
+    for tmp in out.glob(".shard_*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def content_sha256(out: Path, shards: list[str]) -> str:
@@ -163,14 +184,12 @@ def _claim(out: Path, cfg: CacheConfig) -> None:
 
 def run(cfg: CacheConfig) -> Path:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if cfg.device == "auto":
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    device = pick_device(cfg.device)
     ds, desc, num_classes = _source(cfg)
     enc = _encoder(cfg, device)
     out = Path(cfg.out)
     _claim(out, cfg)
+    _remove_stale_tmp(out)
     n = len(ds)
     num_shards = (n + cfg.shard_size - 1) // cfg.shard_size
     mine = [s for s in range(num_shards) if s % world == rank and not (out / shard_name(s)).is_dir()]

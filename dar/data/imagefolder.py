@@ -15,10 +15,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from dar.errors import DataError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """A problem with a dataset on disk; the message names the path and the fix."""
 
 

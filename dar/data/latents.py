@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dar.data.cache import FORMAT, INDEX
+from dar.errors import DataError
 
 
 class LatentCache:
@@ -32,7 +33,7 @@ class LatentCache:
             )
         self.index = json.loads(index_path.read_text())
         if self.index.get("format") != FORMAT:
-            raise ValueError(
+            raise DataError(
                 f"latent cache {self.folder} has format {self.index.get('format')}, expected {FORMAT} (this version "
                 f"records the data's identity); rebuild it: remove {self.folder} and rerun python -m dar cache-latents"
             )
@@ -42,15 +43,21 @@ class LatentCache:
         self.labels = torch.from_numpy(np.concatenate([np.load(self.folder / s / "labels.npy") for s in self.index["shards"]]))
         self.offsets = np.cumsum([0] + [len(m) for m in self.moments])
         if self.offsets[-1] != self.index["num_images"]:
-            raise ValueError(
+            raise DataError(
                 f"latent cache {self.folder}: shards hold {self.offsets[-1]} images, index says {self.index['num_images']}"
+            )
+        self.num_classes = int(self.index["num_classes"])
+        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= self.num_classes):
+            # label num_classes is the model's null (CFG) class and a negative one indexes from the end: never data
+            raise DataError(
+                f"latent cache {self.folder}: labels span {int(self.labels.min())}..{int(self.labels.max())} but its "
+                f"index says num_classes = {self.num_classes} (labels must lie in 0..{self.num_classes - 1}); rebuild it"
             )
         self.has_images = bool(self.index.get("images", False))
         shards = self.index["shards"] if self.has_images else []
         self.images_ = [np.load(self.folder / s / "images.npy", mmap_mode="r") for s in shards]
         self.scale = float(self.index["encoder"]["scale"])
         self.latent_shape = tuple(self.index["latent_shape"])
-        self.num_classes = int(self.index["num_classes"])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -71,7 +78,7 @@ class LatentCache:
     def images(self, positions: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         """Clean images [n, C, H, W] in [-1, 1] (horizontally flipped where flip = 1), for REPA's encoder."""
         if not self.has_images:
-            raise ValueError(
+            raise DataError(
                 f"latent cache {self.folder} holds no images; REPA needs them: rebuild it with "
                 f"python -m dar cache-latents --store-images true --out {self.folder}"
             )

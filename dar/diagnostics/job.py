@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from dar.config import ConfigError, job_parser, opt, run_job, to_dict
+from dar.distributed import pick_device
 from dar.io import write_json
 
 FIGURES = ("fig2", "fig3", "fig5", "chunk_theory")
@@ -115,14 +116,6 @@ class DiagnoseConfig:
 # ---------------------------------------------------------------------------
 # Shared: models, run records
 # ---------------------------------------------------------------------------
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda requested but no GPU is visible")
-    return torch.device(name)
 
 
 def load_model(path: str, ema: bool, device: torch.device):

@@ -16,12 +16,9 @@ COLORS = {"baseline": "tab:blue", "dar": "tab:orange", "probe": "tab:green"}
 
 
 def _pyplot():
-    import matplotlib
+    from dar.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, out: str | Path) -> Path:

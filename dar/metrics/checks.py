@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dar.errors import HarnessError
+
 TO_UINT8 = "clamp(127.5 * x + 128, 0, 255).astype(uint8) (dar.data.digits.to_uint8)"
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(HarnessError, ValueError):
     """A user-fixable problem with an evaluation input; the message says what and how to fix it."""
 
 
@@ -38,15 +40,26 @@ class SampleFile:
 
 
 def load_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
-    """All arrays of an .npz, or a clear error (missing, not an npz, pickled objects)."""
+    """All arrays of an .npz, or a clear error (missing, empty, not an npz, pickled objects)."""
     path = Path(path)
     if not path.is_file():
         raise EvaluationInputError(f"{what} {path} does not exist")
+    if path.stat().st_size == 0:
+        raise EvaluationInputError(f"{what} {path} is empty (0 bytes): a write that never finished; make it again")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise EvaluationInputError(f"{what} {path} is not a readable .npz file ({e}); write it with numpy.savez") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise EvaluationInputError(
+            f"{what} {path} holds a single {type(loaded).__name__} (a .npy), not an .npz of named arrays; "
+            "write it with numpy.savez(path, arr_0=images, labels=labels)"
+        )
+    try:
+        with loaded as f:
             return {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise EvaluationInputError(f"{what} {path} is not a readable .npz file ({e}); write it with numpy.savez") from e
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise EvaluationInputError(f"{what} {path} is damaged ({e}); make it again") from None
 
 
 def check_images(images: np.ndarray, what: str) -> np.ndarray:
@@ -70,7 +83,13 @@ def check_images(images: np.ndarray, what: str) -> np.ndarray:
         raise EvaluationInputError(f"{what}: expected 1 or 3 channels last (NHWC), got shape {images.shape}")
     if len(images) == 0:
         raise EvaluationInputError(f"{what}: no images")
-    if images.max() <= 1:
+    lo, hi = int(images.min()), int(images.max())
+    if lo == hi:
+        raise EvaluationInputError(
+            f"{what}: all {len(images)} images are blank (every pixel is {lo}); a sampler whose outputs were NaN or "
+            "infinite writes such files (they convert to 0): check the checkpoint and the sampling settings, and resample"
+        )
+    if hi <= 1:
         raise EvaluationInputError(
             f"{what}: every pixel is 0 or 1, as if images in [0, 1] were cast to uint8; convert with {TO_UINT8}"
         )

@@ -10,7 +10,7 @@ or a `reference-stats` cache, see `reference.py`); a feature space
 
 Metrics (torch-fidelity 0.4.0 metric functions, `fidelity.py`):
     fid, sfid           Frechet distance of the samples' Gaussian statistics to the reference's, float64
-    is_mean, is_std     IS over 10 contiguous splits, unbiased logits, no shuffling
+    is_mean, is_std     IS over ADM's contiguous chunks of 5,000 (the last one shorter), unbiased logits, no shuffling
     precision, recall   k = 3 manifolds; generated = input1, real (reference images) = input2
 
 The result JSON holds the metrics, the feature space (digits-feature metrics
@@ -35,7 +35,14 @@ import numpy as np
 from dar.io import write_json
 from dar.metrics.checks import EvaluationInputError, check_feature_space_input, load_samples
 from dar.metrics.extractors import FEATURE_SPACES, add_extractor_args, extract_features, load_extractor, resolve_weights
-from dar.metrics.fidelity import IS_SPLITS, PRC_NEIGHBORHOOD, fid_from_statistics, inception_score, precision_recall
+from dar.metrics.fidelity import (
+    IS_SPLIT_SIZE,
+    PRC_NEIGHBORHOOD,
+    fid_from_statistics,
+    inception_score,
+    is_chunks,
+    precision_recall,
+)
 from dar.metrics.frechet import feature_statistics, frechet_distance
 from dar.metrics.reference import check_reference, load_reference
 from dar.provenance import environment, file_sha256, git_commit, package_versions
@@ -61,10 +68,6 @@ def evaluate(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     if out.is_dir():
         raise EvaluationInputError(f"--out {out} is a folder; give a .json file path")
-    if args.num_samples < IS_SPLITS:
-        raise EvaluationInputError(
-            f"--num-samples must be at least {IS_SPLITS} (IS has {IS_SPLITS} splits), got {args.num_samples}"
-        )
 
     # Inputs: samples, reference, weights; all checked before any feature is computed.
     samples = load_samples(args.samples, args.num_samples)
@@ -94,7 +97,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     mu, sigma = feature_statistics(feats[space.fid_layer])
     mu_s, sigma_s = feature_statistics(feats[space.sfid_layer])
-    is_mean, is_std = inception_score(feats[space.isc_layer], IS_SPLITS)
+    is_mean, is_std = inception_score(feats[space.isc_layer], IS_SPLIT_SIZE)
     precision, recall = precision_recall(feats[space.prc_layer], ref_pr, PRC_NEIGHBORHOOD)
     metrics = {
         "fid": fid_from_statistics(mu, sigma, ref.mu, ref.sigma),
@@ -130,7 +133,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             "layers": {"fid": space.fid_layer, "sfid": space.sfid_layer, "is": space.isc_layer, "prc": space.prc_layer},
         },
         "metric_settings": {
-            "is_splits": IS_SPLITS,
+            "is_split_size": IS_SPLIT_SIZE,
+            "is_splits": len(is_chunks(args.num_samples)),
             "is_shuffle": False,
             "prc_neighborhood": PRC_NEIGHBORHOOD,
             "prc_input1": "generated",

@@ -257,10 +257,25 @@ def add_extractor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--assets-dir", default=os.environ.get("DAR_ASSETS"), help="assets folder (default: $DAR_ASSETS = %(default)s)"
     )
-    p.add_argument("--device", default=default_device(), help="device for feature extraction (default: %(default)s)")
+    p.add_argument(
+        "--device",
+        type=_device,
+        default=default_device(),
+        help="device for feature extraction: cpu | cuda | cuda:N (default: %(default)s)",
+    )
     p.add_argument(
         "--batch-size", type=_positive_int, default=64, help="images per feature-extraction batch (default: %(default)s, as ADM)"
     )
+
+
+def _device(text: str) -> str:
+    from dar.config import ConfigError, check_device
+
+    try:
+        check_device("--device", text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--device: ")) from None
+    return default_device() if text == "auto" else text
 
 
 def _positive_int(text: str) -> int:
@@ -292,7 +307,7 @@ def resolve_weights(space: FeatureSpace, args: argparse.Namespace) -> tuple[Path
 def load_extractor(space: FeatureSpace, weights: Path, device: str) -> FeatureExtractorBase:
     """`build_extractor`, with an unreadable or foreign weights file reported as an EvaluationInputError."""
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise EvaluationInputError(f"--device {device} was given but CUDA is not available here; use --device cpu")
+        raise EvaluationInputError(f"--device {device} was given but no CUDA device is visible here; use --device cpu")
     try:
         return build_extractor(space, weights, device)
     except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as e:

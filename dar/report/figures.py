@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dar.io import read_jsonl
 from dar.plan import Plan
+from dar.plotting import plain_text
 
 
 def to_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -45,6 +45,7 @@ def fig1b(plan: Plan, df: pd.DataFrame) -> bytes | None:
         return None
     scale = plan.preset.paper_iteration_scale
     n = int(done["num_samples"].iloc[0])
+    plain_text()
     fig = Figure(figsize=(6.4, 3.8))
     ax = fig.add_subplot()
     t = plan.tables.get("fig1b")
@@ -64,18 +65,9 @@ def fig1b(plan: Plan, df: pd.DataFrame) -> bytes | None:
 
 
 # ---------------------------------------------------------------- train loss
-def read_jsonl(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a killed job
-    return out
-
-
 def loss_curves(plan: Plan) -> bytes | None:
     """Training loss (flow-matching velocity MSE) against step for every run and seed that has logged."""
+    plain_text()
     fig = Figure(figsize=(6.4, 3.8))
     ax = fig.add_subplot()
     seeds = len(plan.seeds)
@@ -114,6 +106,7 @@ def kernel_bench(bench: dict) -> bytes | None:
     batch = max(r["B"] for r in recs if r["query"] == query)
     smoke = bench.get("mode") == "cpu-smoke"
     paper = bench.get("paper") or {}
+    plain_text()
     fig = Figure(figsize=(9.0, 3.6))
     axes = fig.subplots(1, 2)
     for ax, pass_ in zip(axes, ("fwd", "bwd")):

@@ -17,9 +17,9 @@ from datetime import datetime
 import pandas as pd
 import yaml
 
+from dar.io import read_jsonl
 from dar.plan import Plan
 from dar.provenance import git_commit, package_versions
-from dar.report.figures import read_jsonl
 
 SUBMITIT_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})\)")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import html.parser
-import os
 import platform
 import sys
 from datetime import datetime, timezone
@@ -112,12 +111,9 @@ def render(plan: Plan, out: str | Path, table: str | Path | None = None, kernel:
 
 
 def write_page(path: str | Path, text: str) -> None:
-    """Atomically, readable by others as an ordinary file would be (the temporary file is 0600)."""
+    """Atomically (dar.io.atomic_path gives it an ordinary file's permissions)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
 
 
 # ------------------------------------------------------------------- landing

@@ -52,8 +52,8 @@ class Slot:
 
 
 def snakemake(plan: Plan, target: str | Path) -> str:
-    """The command line for one target, in the form `python -m dar collate` writes for pending cells."""
-    return f"snakemake {target} --cores 2 --config preset={plan.preset_arg}"
+    """The command that makes `target` (dar.plan.Plan.rerun_command)."""
+    return plan.rerun_command(target)
 
 
 def number_text(v: Any) -> str:

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from dar.config import ConfigError, job_parser, run_job
+from dar.distributed import pick_device
+from dar.errors import NonFiniteError
 from dar.fingerprint import IdentityMismatch, differences, fingerprint
 from dar.io import write_json, write_npz
 from dar.provenance import environment, file_sha256
@@ -117,10 +119,7 @@ def run(cfg: SampleConfig) -> Path:
     from dar.train.checkpoint import checkpoint_identity, load_for_inference
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if cfg.device == "auto":
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    device = pick_device(cfg.device)
     out = Path(cfg.out)
     model, ckpt = load_for_inference(cfg.checkpoint, ema=cfg.ema)
     ckpt_sha = file_sha256(cfg.checkpoint)
@@ -150,11 +149,14 @@ def run(cfg: SampleConfig) -> Path:
     bar = tqdm(total=sum(hi - lo for lo, hi in todo), desc=f"sample rank {rank}", unit="img", disable=not sys.stderr.isatty())
     for lo, hi in todo:
         imgs, labels, nfes = [], [], []
-        for x, y, nfe in generate(model, decode, settings, range(lo, hi), cfg.batch_size, device):
-            imgs.append(x)
-            labels.append(y)
-            nfes.append(nfe)
-            bar.update(len(y))
+        try:
+            for x, y, nfe in generate(model, decode, settings, range(lo, hi), cfg.batch_size, device):
+                imgs.append(x)
+                labels.append(y)
+                nfes.append(nfe)
+                bar.update(len(y))
+        except NonFiniteError as e:
+            raise NonFiniteError(f"sampling from {cfg.checkpoint} (cfg scale {cfg.cfg_scale:g}): {e}") from None
         write_npz(
             shard_path(shards, lo, hi),
             arr_0=np.concatenate(imgs),

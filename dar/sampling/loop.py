@@ -3,7 +3,8 @@
 For a block of global sample indices it draws, from each sample's own stream
 (`rng.PerSampleRNG`), the class label and the starting noise, integrates the
 (guided) velocity with the named sampler, decodes the latents to images in
-[-1, 1] and converts them to the ADM uint8 convention.
+[-1, 1] and converts them to uint8 as DiT/SiT write sample files (to_uint8_nhwc).
+Non-finite latents or images are an error (NonFiniteError), never a file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dar.errors import NonFiniteError
 from dar.sampling.rng import PerSampleRNG
 from dar.transport import SamplerSpec, guided_velocity, sample
 
@@ -28,8 +30,21 @@ class SampleSettings:
 
 
 def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] [B, C, H, W] -> uint8 [B, H, W, C] with clamp(127.5 x + 128), the ADM convention."""
+    """[-1, 1] [B, C, H, W] -> uint8 [B, H, W, C] with clamp(127.5 x + 128, 0, 255), as DiT's and SiT's
+    sample_ddp.py write their sample files. (ADM's own image_sample.py truncates ((x + 1) * 127.5) instead:
+    up to one level lower on a pixel; the ADM evaluator reads either.)"""
     return (127.5 * images.float() + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def check_finite(x: torch.Tensor, what: str, indices: Sequence[int]) -> None:
+    """Non-finite values would become pixel 0 in the uint8 conversion: a wrong file that looks finished."""
+    bad = (~torch.isfinite(x)).flatten(1).any(1)
+    if bad.any():
+        rows = [indices[i] for i in torch.nonzero(bad).flatten().tolist()]
+        raise NonFiniteError(
+            f"{what} of {len(rows)} sample(s) (indices {rows[:5]}{'...' if len(rows) > 5 else ''}) hold NaN or infinity: "
+            "the weights are diverged or the guidance settings blow the velocity up; nothing is written"
+        )
 
 
 @torch.no_grad()
@@ -55,4 +70,7 @@ def generate(
         z = rng.randn((C, S, S))
         velocity = guided_velocity(model, y, settings.cfg_scale, settings.cfg_channels, settings.cfg_interval)
         res = sample(settings.sampler, velocity, z, noise=rng.randn_like)
-        yield to_uint8_nhwc(decode(res.x)), y.cpu().numpy().astype(np.int64), res.nfe
+        check_finite(res.x, "the sampled latents", idx)
+        images = decode(res.x)
+        check_finite(images, "the decoded images", idx)
+        yield to_uint8_nhwc(images), y.cpu().numpy().astype(np.int64), res.nfe

@@ -1,61 +1,164 @@
-"""Training checkpoints: atomic writes, milestone files, finding the newest.
+"""Training checkpoints: atomic writes with checksums, milestone files, the newest intact one.
 
-    <run>/checkpoints/step_0600000.pt   milestone (kept; later stages sample from it)
-    <run>/checkpoints/latest.pt         periodic resume point (replaced each time)
+    <run>/checkpoints/step_0600000.pt        milestone (kept; later stages sample from it)
+    <run>/checkpoints/latest.pt              periodic resume point (replaced each time)
+    <run>/checkpoints/<name>.pt.sha256.json  beside each: its sha256 and step, written with it
 
-A checkpoint holds model, EMA, optimizer, step, RNG states and the data-order
-position. It is written to a temporary file and renamed, so a file under a
-final name is always complete; resuming picks the one with the highest step.
+A checkpoint holds model, EMA, optimizer, step, RNG states, the data-order
+position and the run's identity. It is written to a temporary file and renamed,
+so a file under a final name is always complete; its sha256 is recorded beside
+it and checked on every load, so a flipped bit, a truncated copy or a file
+replaced by hand is refused with its name ("damaged"), never used. Resuming
+takes the newest checkpoint that passes the check; damaged ones are set aside as
+`<name>.damaged-<time>` with a warning, and the run goes on from the next newest.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import pickle
 import re
+import sys
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dar.io import atomic_path
+from dar.errors import CheckpointError, NonFiniteError
+from dar.io import atomic_path, write_json
+from dar.provenance import file_sha256
 
 LATEST = "latest.pt"
+SIDECAR_SUFFIX = ".sha256.json"
 _MILESTONE = re.compile(r"^step_(\d{7,})\.pt$")
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a file is hashed once per process
 
 
 def milestone_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step_{step:07d}.pt"
 
 
+def sidecar(path: str | Path) -> Path:
+    return Path(str(path) + SIDECAR_SUFFIX)
+
+
+def sha256(path: str | Path) -> str:
+    """The file's sha256 (cached while its size and mtime stay the same)."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(path)
+    return _DIGESTS[key]
+
+
 def save(path: str | Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` atomically with its checksum beside it.
+
+    The sidecar is written before the rename and names both the new and the replaced file's digest, then
+    rewritten with the new one only: at any instant the file under `path` matches its sidecar."""
+    path = Path(path)
+    old = recorded(path)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+        digest = file_sha256(tmp)
+        record = {"sha256": digest, "step": int(state["step"]), "bytes": tmp.stat().st_size}
+        write_json(sidecar(path), {**record, "previous_sha256": old.get("sha256") if old else None})
+    write_json(sidecar(path), record)
 
 
-def newest(run_dir: str | Path) -> Path | None:
-    """The complete checkpoint with the highest step, or None."""
+def recorded(path: Path) -> dict | None:
+    """The checkpoint's checksum record (its sha256 and step), or None."""
+    try:
+        return json.loads(sidecar(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def candidates(run_dir: str | Path) -> list[Path]:
+    """Every checkpoint of a run folder, newest first (the step from its sidecar, else its name, else its content)."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
-        return None
-    best: tuple[int, Path] | None = None
+        return []
+    found: list[tuple[int, Path]] = []
     for p in folder.iterdir():
         m = _MILESTONE.match(p.name)
         if m:
-            step = int(m.group(1))
+            found.append((int(m.group(1)), p))
         elif p.name == LATEST:
-            step = int(torch.load(p, map_location="cpu", weights_only=False)["step"])
-        else:
-            continue
-        if best is None or step > best[0]:
-            best = (step, p)
-    return None if best is None else best[1]
+            rec = recorded(p)
+            step = rec.get("step") if rec else None
+            if step is None:
+                try:
+                    step = int(torch.load(p, map_location="cpu", weights_only=False)["step"])
+                except Exception:
+                    step = -1  # unreadable: tried last, then set aside
+            found.append((int(step), p))
+    return [p for _, p in sorted(found, key=lambda x: -x[0])]
+
+
+def newest(run_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest step (not checked; see newest_intact)."""
+    c = candidates(run_dir)
+    return c[0] if c else None
+
+
+def verify(path: str | Path) -> None:
+    """Refuse a file whose bytes are not the ones recorded when it was written (or that cannot be a checkpoint)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train the run first (python -m dar train ...)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it is damaged, not a checkpoint")
+    rec = recorded(path)
+    if rec is None:
+        return  # written before checkpoints carried checksums (or not by this harness): readable is all we can check
+    digest = sha256(path)
+    if digest not in (rec.get("sha256"), rec.get("previous_sha256")):
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its sha256 {digest[:12]} is not the {str(rec.get('sha256'))[:12]} recorded "
+            f"in {sidecar(path).name} when it was written (a truncated copy, a flipped bit or a file replaced by hand)"
+        )
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A verified checkpoint (see verify); a file torch cannot read is a CheckpointError naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train the run first (python -m dar train ...)")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    verify(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a torch checkpoint): {e}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict")
+    return state
+
+
+def newest_intact(run_dir: str | Path, map_location: str | torch.device = "cpu", set_aside: bool = True):
+    """(path, state) of the newest checkpoint that loads and verifies, or (None, None).
+
+    Damaged ones on the way are reported and (with set_aside) renamed <name>.damaged-<time>, so the next
+    rerun does not trip on them and the evidence is kept."""
+    for path in candidates(run_dir):
+        try:
+            return path, load(path, map_location)
+        except CheckpointError as e:
+            where = ""
+            if set_aside:
+                dest = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+                path.rename(dest)
+                if sidecar(path).exists():
+                    sidecar(path).rename(sidecar(dest))
+                where = f"; set aside as {dest.name}"
+            print(f"[checkpoint] warning: {e}{where}; trying the next newest checkpoint", file=sys.stderr, flush=True)
+    return None, None
+
+
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors of a state dict that hold NaN or infinity."""
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 def checkpoint_identity(ckpt: dict[str, Any], sha256: str) -> dict[str, Any]:
@@ -74,17 +177,33 @@ def load_for_inference(path: str | Path, ema: bool = True):
     """Build the model recorded in a checkpoint and load its (EMA) weights; returns (model, ckpt).
 
     Also accepts a bare SiT state_dict such as the official `SiT-XL-2-256x256.pt` (EMA weights of a
-    residual SiT on SD-VAE latents): its architecture is read off the tensor shapes and the registry.
+    residual SiT on SD-VAE latents), and a checkpoint written by the official SiT/DiT `train.py`
+    (`{"model", "ema", "opt", "args"}`), whose EMA weights are taken as their `find_model` does: the
+    architecture is read off the tensor shapes and the registry. Non-finite weights are refused.
     """
     from dar.models import build_model
 
     ckpt = load(path)
     if "config" not in ckpt:
+        if {"model", "ema", "args"} <= set(ckpt):  # written by the official SiT/DiT train.py: take its EMA, as find_model
+            ckpt = ckpt["ema"]
         ckpt = official_sit_checkpoint(ckpt, path)
         ema = False  # a bare state dict holds one set of weights, under "model"
     cfg, arch = ckpt["config"], ckpt["arch"]
+    weights = ckpt["ema" if ema else "model"]
+    bad = non_finite(weights)
+    if bad:
+        raise NonFiniteError(
+            f"checkpoint {path} holds non-finite {'EMA ' if ema else ''}weights ({len(bad)} tensors, e.g. {bad[0]}): the run "
+            "diverged before it was saved; nothing can be sampled from it"
+        )
     model = build_model(cfg["model"], cfg["routing"], **arch)
-    model.load_state_dict(ckpt["ema" if ema else "model"])
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the {cfg['model']} / {cfg['routing']} model it names: {str(e).splitlines()[0]}"
+        ) from None
     return model.eval(), ckpt
 
 
@@ -103,11 +222,11 @@ def official_sit_checkpoint(state: dict[str, Any], path: str | Path) -> dict[str
         out_ch = state["final_layer.linear.weight"].shape[0] // (patch * patch)
         rows = state["y_embedder.embedding_table.weight"].shape[0]
     except KeyError as e:
-        raise ValueError(f"{path} is neither a checkpoint of this harness nor a SiT state_dict (missing {e})") from None
+        raise CheckpointError(f"{path} is neither a checkpoint of this harness nor a SiT state_dict (missing {e})") from None
     size = next((s for s, a in SIZES.items() if (a.depth, a.hidden_size) == (depth, hidden)), None)
     name = f"SiT-{size}/{patch}"
     if name not in MODELS:
-        raise ValueError(f"{path}: no registered model with depth {depth}, hidden {hidden}, patch {patch}")
+        raise CheckpointError(f"{path}: no registered model with depth {depth}, hidden {hidden}, patch {patch}")
     arch = dict(
         input_size=grid * patch, in_channels=in_ch, num_classes=rows - 1, learn_sigma=out_ch == 2 * in_ch, class_dropout_prob=0.1
     )

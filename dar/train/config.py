@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dar.config import ConfigError, identity_fields, opt
+from dar.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Range, check_values, identity_fields, opt
 
 
 @dataclass
@@ -21,29 +21,40 @@ class TrainConfig:
     out: str = opt("results/runs/debug", "run folder: checkpoints, metrics.jsonl, config.json", identity=False)
     model: str = opt("SiT-T/2", "registered model name (python -m dar params lists them)")
     routing: str = opt("residual", "routing: residual | skip | dar-<static|explicit|dynamic>-c<S>[-repa]")
-    routing_backend: str = opt("auto", "DAR aggregation backend: torch | triton | auto (triton on CUDA)", identity=False)
+    routing_backend: str = opt(
+        "auto",
+        "DAR aggregation backend: torch | triton | auto (triton on CUDA)",
+        identity=False,
+        choices=("torch", "triton", "auto"),
+    )
     learn_sigma: bool = opt(True, "predict 2C channels like the reference SiT (the extra C are unused)")
-    class_dropout: float = opt(0.1, "probability of dropping the label to the null class (CFG)")
+    class_dropout: float = opt(0.1, "probability of dropping the label to the null class (CFG)", range=FRACTION)
     # --- how long, what to keep
     # (the run length is not part of the run's identity: the learning rate is constant, so step s of a
     # 600-step run and of a 1000-step run are the same state, and lengthening a run continues it)
-    iterations: int = opt(2000, "optimizer steps in total (the run length; resuming = rerunning)", identity=False)
+    iterations: int = opt(
+        2000, "optimizer steps in total (the run length; resuming = rerunning)", identity=False, range=AT_LEAST_1
+    )
     milestones: list[int] = opt(
         [], "steps whose checkpoints are kept for sampling/diagnostics (the run's table cells)", identity=False
     )
-    ckpt_every: int = opt(500, "steps between resume checkpoints (checkpoints/latest.pt)", identity=False)
-    log_every: int = opt(50, "steps between metric lines in metrics.jsonl", identity=False)
+    ckpt_every: int = opt(
+        500, "steps between resume checkpoints (checkpoints/resume_<step>.pt)", identity=False, range=AT_LEAST_1
+    )
+    log_every: int = opt(50, "steps between metric lines in metrics.jsonl", identity=False, range=AT_LEAST_1)
     # --- optimisation (SiT recipe; the paper: global batch 1024, lr 1e-4, bf16)
-    global_batch: int = opt(128, "global batch per optimizer step, independent of the number of processes")
-    micro_batch: int | None = opt(None, "max samples per process per forward (gradient accumulation above it)", identity=False)
-    lr: float = opt(1e-4, "AdamW learning rate (constant, no warm-up)")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    adam_betas: list[float] = opt([0.9, 0.999], "AdamW betas")
-    grad_clip: float | None = opt(None, "max global grad norm (None: no clipping, as SiT)")
-    ema_decay: float = opt(0.9999, "EMA decay (EMA weights kept in fp32)")
-    precision: str = opt("bf16", "bf16 (autocast on CUDA) or fp32; CPU always runs fp32")
-    seed: int = opt(0, "seed of initialisation, data order, noise and times")
-    device: str = opt("auto", "auto | cpu | cuda", identity=False)
+    global_batch: int = opt(128, "global batch per optimizer step, independent of the number of processes", range=AT_LEAST_1)
+    micro_batch: int | None = opt(
+        None, "max samples per process per forward (gradient accumulation above it)", identity=False, range=AT_LEAST_1
+    )
+    lr: float = opt(1e-4, "AdamW learning rate (constant, no warm-up)", range=Range(0, 1, lo_open=True))
+    weight_decay: float = opt(0.0, "AdamW weight decay", range=NON_NEGATIVE)
+    adam_betas: list[float] = opt([0.9, 0.999], "AdamW betas", range=FRACTION)
+    grad_clip: float | None = opt(None, "max global grad norm (None: no clipping, as SiT)", range=POSITIVE)
+    ema_decay: float = opt(0.9999, "EMA decay (EMA weights kept in fp32; 0 = no averaging)", range=Range(0, 1))
+    precision: str = opt("bf16", "bf16 (autocast on CUDA) or fp32; CPU always runs fp32", choices=("bf16", "fp32"))
+    seed: int = opt(0, "seed of initialisation, data order, noise and times", range=NON_NEGATIVE)
+    device: str = opt("auto", "auto | cpu | cuda | cuda:<index>", identity=False, device=True)
     compile: bool = opt(False, "torch.compile the model", identity=False)
     deterministic: bool = opt(False, "torch.use_deterministic_algorithms (exact resume tests)", identity=False)
     restart: bool = opt(
@@ -53,8 +64,8 @@ class TrainConfig:
     )
     # --- REPA (App. C.1: DINOv2-B, lambda 0.5, the hidden state after block 8); needs a cache with images
     repa: bool = opt(False, "add REPA's alignment loss (the latent cache must hold images: --store-images)")
-    repa_lambda: float = opt(0.5, "weight of the alignment loss")
-    repa_depth: int = opt(8, "align the hidden state after this block (1-based)")
+    repa_lambda: float = opt(0.5, "weight of the alignment loss", range=NON_NEGATIVE)
+    repa_depth: int = opt(8, "align the hidden state after this block (1-based)", range=AT_LEAST_1)
     repa_state: str = opt("aggregated", "under DAR: 'aggregated' (state entering the next block) or 'sublayer' (last output)")
     repa_encoder: str = opt("dinov2", "frozen target encoder: dinov2 (ImageNet) or digits")
     repa_encoder_weights: str | None = opt(
@@ -62,7 +73,7 @@ class TrainConfig:
         "weights file of the encoder (dinov2_vitb14_pretrain.pth or digits_net.pt); its sha256 is checked on resume",
         identity=False,
     )
-    repa_projector_dim: int = opt(2048, "hidden width of the projector MLP")
+    repa_projector_dim: int = opt(2048, "hidden width of the projector MLP", range=AT_LEAST_1)
 
     def identity(self, data: dict) -> dict:
         """What changes this run's weights: the identity fields, REPA's only when REPA is on, and the data's
@@ -73,30 +84,25 @@ class TrainConfig:
         return {**out, "data": data}
 
     def validate(self) -> None:
-        from dar.models import MODELS
+        from dar.models import MODELS, SIZES
         from dar.routing import parse_routing
+        from dar.routing.chunks import check_chunk_size
 
+        check_values(self)
         if self.model not in MODELS:
             raise ConfigError(f"model: unknown {self.model!r}; registered: {', '.join(MODELS)}")
+        depth = SIZES[MODELS[self.model][0]].depth
         try:
-            parse_routing(self.routing)
+            spec = parse_routing(self.routing)
+            if spec.kind == "dar":
+                check_chunk_size(spec.chunk, 2 * depth)
         except ValueError as e:
-            raise ConfigError(f"routing: {e}") from None
-        if self.routing_backend not in ("torch", "triton", "auto"):
-            raise ConfigError(f"routing_backend: {self.routing_backend!r} is not one of torch, triton, auto")
-        if self.iterations < 1:
-            raise ConfigError("iterations must be >= 1")
+            raise ConfigError(f"routing: {e} (model {self.model})") from None
         bad = [m for m in self.milestones if not 1 <= m <= self.iterations]
         if bad:
             raise ConfigError(f"milestones {bad} lie outside 1..iterations={self.iterations}")
-        if self.global_batch < 1 or (self.micro_batch is not None and self.micro_batch < 1):
-            raise ConfigError("global_batch and micro_batch must be >= 1")
-        if self.precision not in ("bf16", "fp32"):
-            raise ConfigError(f"precision: {self.precision!r} is not bf16 or fp32")
         if len(self.adam_betas) != 2:
             raise ConfigError("adam_betas needs two values, e.g. 0.9,0.999")
-        if not 0 <= self.class_dropout < 1:
-            raise ConfigError("class_dropout must be in [0, 1)")
         if self.repa:
             from dar.repa import ENCODERS, REPA_STATES
 
@@ -108,5 +114,5 @@ class TrainConfig:
                 raise ConfigError("repa_encoder_weights: REPA needs the encoder's weights file (see python -m dar fetch-assets)")
             if self.repa_state == "sublayer" and not self.routing.startswith("dar-"):
                 raise ConfigError("repa_state: 'sublayer' applies to DAR routings only; the residual stream is 'aggregated'")
-        if self.ckpt_every < 1 or self.log_every < 1:
-            raise ConfigError("ckpt_every and log_every must be >= 1")
+        if self.repa and self.repa_depth > depth:
+            raise ConfigError(f"repa_depth: {self.repa_depth} is past the {depth} blocks of {self.model}")

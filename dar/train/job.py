@@ -48,16 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, args = parse(argv)
     except ConfigError as e:
+        from dar.config import debug_mode
+
+        if debug_mode():
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
+    from dar.config import debug_mode
+    from dar.errors import HarnessError
     from dar.train.loop import TrainingDiverged, train
 
     try:
         train(cfg)
-    except (ConfigError, FileNotFoundError, TrainingDiverged) as e:
+    except (HarnessError, FileNotFoundError) as e:
+        if debug_mode():
+            raise
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(e, TrainingDiverged) else 2  # a diverged run vs an input to fix
     return 0

@@ -13,11 +13,11 @@ global batch G, accumulated over micro-batches; DDP averages over processes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -29,9 +29,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from dar import distributed
 from dar.config import ConfigError, to_dict
 from dar.data.latents import LatentCache
+from dar.errors import DiskFullError, HarnessError
 from dar.fingerprint import IdentityMismatch, differences, fingerprint
-from dar.io import atomic_path, write_json
-from dar.lock import FolderLock
+from dar.io import atomic_path, free_bytes, is_disk_full, write_json
+from dar.lock import FolderBusy, FolderLock
 from dar.models import build_model
 from dar.provenance import environment, file_sha256
 from dar.repa import HiddenCapture, alignment_loss, build_encoder, build_projector
@@ -41,8 +42,8 @@ from dar.train.config import TrainConfig
 from dar.transport.path import interpolate
 
 
-class TrainingDiverged(RuntimeError):
-    pass
+class TrainingDiverged(HarnessError, RuntimeError):
+    """Non-finite loss, gradients or weights: the run stops before saving anything from them."""
 
 
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
@@ -104,12 +105,58 @@ def routing_stats(rec: AlphaRecorder) -> dict[str, float]:
 
 
 def _trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines logged after the checkpoint so the curve has no duplicates."""
+    """On resume, drop metric lines logged after the checkpoint so the curve has no duplicates; a line cut short
+    (a job killed or a disk filled mid-write) is dropped with a warning naming the file and line."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            print(f"[train] warning: {path} line {i} is cut short ({line[:40]!r}...); dropped", file=sys.stderr, flush=True)
+            continue
+        if isinstance(rec, dict) and rec.get("step", step + 1) <= step:
+            keep.append(line)
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in keep))
+
+
+def _append_metrics(path: Path, line: dict) -> None:
+    """One JSON line in one write; a full disk is a DiskFullError, and a torn line is dropped on resume."""
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+            f.flush()
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(path, free_bytes(path)) from e
+        raise
+
+
+def _diverged(run_dir: Path, what: str) -> TrainingDiverged:
+    last = ckpt_io.newest(run_dir)
+    return TrainingDiverged(
+        f"{what}; stopping without writing a checkpoint. Last good checkpoint: "
+        f"{last or 'none (the run had not checkpointed yet)'} (its weights were checked finite when saved). A lower "
+        "learning rate or --grad-clip is a new configuration: rerun under it (the workflow trains it in a new run "
+        "folder; by hand pass --restart true or a new --out)"
+    )
+
+
+def _check_finite(run_dir: Path, step: int, **states: dict) -> None:
+    """Every tensor of the states to be saved (model, EMA, optimizer moments) must be finite."""
+    for name, state in states.items():
+        flat = {k: v for k, v in state.items() if torch.is_tensor(v)}
+        if name == "opt":
+            flat = {f"{i}.{k}": v for i, s in state["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+        bad = ckpt_io.non_finite(flat)
+        if bad:
+            raise _diverged(
+                run_dir, f"the {name} state holds non-finite values at step {step} ({len(bad)} tensors, e.g. {bad[0]})"
+            )
 
 
 def _memory_gb(device: torch.device) -> float:
@@ -131,26 +178,38 @@ def run_inputs(cfg: TrainConfig, data: LatentCache) -> dict[str, str]:
     return out
 
 
-def check_resumable(state: dict, path: Path, identity: dict, inputs: dict, run_dir: Path) -> None:
-    """Refuse to resume a checkpoint made under another identity or from other input files."""
+def check_resumable(state: dict, path: Path, identity: dict, inputs: dict, run_dir: Path, finished: bool) -> None:
+    """Refuse to resume a checkpoint made under another identity, or (unless the run is already finished, so that
+    nothing more is computed from them) from other input files."""
     ways_out = [
-        "train into a new run folder (--out; the workflow does this by itself: its run folders are named by fingerprint)",
-        f"pass --restart to set this folder's checkpoints aside (kept under {run_dir}/replaced-<time>/) and train from scratch",
+        "train into a new run folder (--out; a grid whose settings changed names a new folder by itself)",
+        f"pass --restart true to set this folder's checkpoints aside (kept under {run_dir}/replaced-<time>/) and "
+        "train from scratch",
     ]
-    recorded = {"identity": state.get("identity"), "inputs": state.get("inputs")}
-    current = {"identity": identity, "inputs": inputs}
-    if differences(recorded, current):
-        raise IdentityMismatch(f"checkpoint {path} of run folder", run_dir, recorded, current, ways_out)
+    if differences(state.get("identity"), identity):
+        raise IdentityMismatch(
+            f"checkpoint {path} of run folder", run_dir, {"identity": state.get("identity")}, {"identity": identity}, ways_out
+        )
+    diff = differences(state.get("inputs"), inputs)
+    if diff and finished:
+        print(
+            f"[train] note: the run is finished; its input files changed since ({diff[0][0]}), which it no longer reads",
+            flush=True,
+        )
+    elif diff:
+        raise IdentityMismatch(
+            f"checkpoint {path} of run folder", run_dir, {"inputs": state.get("inputs")}, {"inputs": inputs},
+            ["rebuild or restore the inputs it was trained from", *ways_out],
+        )  # fmt: skip
 
 
 def check_milestones(cfg: TrainConfig, run_dir: Path, start: int, resume: Path | None, is_main: bool) -> None:
     """Every milestone the run has already passed must have its checkpoint: they are written only in passing.
     The step the run stopped at is its newest checkpoint (latest.pt), which is kept as that milestone."""
     missing = [m for m in sorted(cfg.milestones) if m <= start and not ckpt_io.milestone_path(run_dir, m).is_file()]
-    if start in missing and resume is not None and resume.name == ckpt_io.LATEST:
+    if start in missing and resume is not None and resume.name == ckpt_io.LATEST:  # checked and verified by the loader
         if is_main:
-            with atomic_path(ckpt_io.milestone_path(run_dir, start)) as tmp:
-                shutil.copyfile(resume, tmp)
+            ckpt_io.save(ckpt_io.milestone_path(run_dir, start), ckpt_io.load(resume))
         missing.remove(start)
     if missing:
         raise ConfigError(
@@ -178,8 +237,17 @@ def train(cfg: TrainConfig) -> Path:
     info = distributed.init(cfg.device)
     run_dir = Path(cfg.out)
     data = LatentCache(cfg.data)  # a missing cache is reported before anything is written
-    # One job per run folder: rank 0 holds <run_dir>/.lock for the whole run (dar/lock.py).
-    with FolderLock(run_dir, "training run folder") if info.is_main else nullcontext():
+    # One job per run folder: rank 0 holds <run_dir>/.lock for the whole run (dar/lock.py); every rank learns
+    # whether it got it before any collective, so a refused job stops on all ranks instead of hanging in one.
+    with contextlib.ExitStack() as stack:
+        busy = None
+        if info.is_main:
+            try:
+                stack.enter_context(FolderLock(run_dir, "training run folder"))
+            except FolderBusy as e:
+                busy = e
+        if not distributed.all_ok(busy is None):
+            raise busy or FolderBusy(f"training run folder {run_dir} is in use by another job (rank 0 could not lock it)")
         return _train(cfg, info, run_dir, data)
 
 
@@ -215,17 +283,26 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
     replaced = set_aside(run_dir) if (cfg.restart and info.is_main) else None
     distributed.barrier()
     start = 0
-    resume = ckpt_io.newest(run_dir)
+    # The newest checkpoint that verifies; rank 0 sets damaged ones aside first, then every rank finds the same one.
+    if info.world_size == 1:
+        resume, state = ckpt_io.newest_intact(run_dir, map_location=dev, set_aside=True)
+    else:
+        if info.is_main:
+            ckpt_io.newest_intact(run_dir, map_location="cpu", set_aside=True)
+        distributed.barrier()
+        resume, state = ckpt_io.newest_intact(run_dir, map_location=dev, set_aside=False)
     if resume is not None:
-        state = ckpt_io.load(resume, map_location=dev)
-        check_resumable(state, resume, identity, inputs, run_dir)
+        check_resumable(state, resume, identity, inputs, run_dir, finished=int(state["step"]) >= cfg.iterations)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         if repa is not None:
             repa.projector.load_state_dict(state["projector"])
         opt.load_state_dict(state["opt"])
+        for group in opt.param_groups:  # the config's values (equal by identity), never a stale state's
+            group.update(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
         start = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
+        del state  # the model, EMA and optimizer hold their copies
     check_milestones(cfg, run_dir, start, resume, info.is_main)
     record = {"identity": identity, "fingerprint": run_fingerprint, "inputs": inputs}
     if info.is_main:
@@ -290,14 +367,9 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
                 (per_sample.sum() * info.world_size / cfg.global_batch).backward()
             loss_sum += per_sample.detach().sum()
         loss = distributed.all_reduce_mean(loss_sum / (hi - lo))
-        if not torch.isfinite(loss):
-            last = ckpt_io.newest(run_dir)
-            raise TrainingDiverged(
-                f"loss is {loss.item()} at step {step + 1}; stopping without writing a checkpoint. "
-                f"Last good checkpoint: {last or 'none (the run had not checkpointed yet)'}. "
-                "Lower the learning rate or enable --grad-clip, then rerun the same command to resume."
-            )
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip else float("inf"))
+        if not torch.isfinite(torch.stack([loss.float(), grad_norm.float()])).all():  # one host sync for both
+            raise _diverged(run_dir, f"loss is {loss.item()} and gradient norm {grad_norm.item()} at step {step + 1}")
         opt.step()
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():  # EMA in fp32: ema = d * ema + (1 - d) * model
@@ -323,10 +395,10 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
             }
             if repa is not None:
                 line["align_loss"] = distributed.all_reduce_mean(align_sum / (hi - lo)).item()
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(line) + "\n")
+            _append_metrics(run_dir / "metrics.jsonl", line)
             t_last, steps_since = now, 0
         if done in milestones or done % cfg.ckpt_every == 0 or done == cfg.iterations:
+            _check_finite(run_dir, done, model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict())
             if info.is_main:
                 state = {
                     "step": done,

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dar.io import atomic_path
 
 
 def plot_loss(metrics: str | Path, out: str | Path, title: str = "") -> Path:
-    import matplotlib
+    from dar.io import read_jsonl
+    from dar.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line.strip()]
+    plt = pyplot()
+    rows = [r for r in read_jsonl(Path(metrics)) if "step" in r and "loss" in r]
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2)
     ax.set_xlabel("iteration")
