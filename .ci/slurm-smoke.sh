@@ -9,20 +9,7 @@ cd "$(dirname "$0")/.."
 PART=${DAR_SLURM_PARTITION:-debug}
 OUT=${DAR_SLURM_RESULTS:-results/slurm-ci}
 rm -rf "$OUT"
-# A copy of the real profile with only the job sizes shrunk to this node (CLI --set-resources would
-# replace the profile's whole mapping, cluster=slurm included).
-PROFILE=$(mktemp -d)/slurm-ci
-mkdir -p "$PROFILE"
-python - "$PROFILE/config.yaml" "$PART" <<'PY'
-import sys, yaml
-cfg = yaml.safe_load(open("slurm/config.yaml"))
-for rule, res in cfg["set-resources"].items():
-    assert res["cluster"] == "slurm", rule
-    res.update(gpus=0, nodes=1, mem_gb=2, time_min=20, partition=sys.argv[2])
-cfg["set-threads"] = {rule: 1 for rule in cfg["set-threads"]}
-cfg["cores"] = 2
-yaml.safe_dump(cfg, open(sys.argv[1], "w"))
-PY
+PROFILE=$(bash .ci/slurm-profile.sh)  # the real profile, job sizes shrunk to this node
 
 echo "== smoke preset through snakemake --profile (slurm/config.yaml, sizes shrunk)"
 start=$(date +%Y-%m-%dT%H:%M:%S)

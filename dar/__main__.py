@@ -5,6 +5,7 @@ Expected failures print one `error: ...` line naming the input and the fix (stat
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -19,6 +20,7 @@ COMMANDS = {
     "cell": ("dar.cell", "evaluate one table cell over its seeds (the job behind each cell target)"),
     "collate": ("dar.collate", "collate every cell result of a preset into one table"),
     "fetch-assets": ("dar.assets", "download every pretrained asset into one folder (run where the network is)"),
+    "rehearsal-assets": ("dar.rehearsal", "random-weight stand-ins of every asset and a synthetic ImageFolder (rehearsal)"),
     "digits-features": ("dar.metrics.digits_net", "train the digits feature network used for digits-scale metrics"),
     "reference-stats": ("dar.metrics.reference", "compute and cache reference statistics for FID/sFID/PR"),
     "evaluate": ("dar.metrics.evaluate", "FID, sFID, IS, precision, recall of a sample file (ADM protocol)"),
@@ -28,6 +30,10 @@ COMMANDS = {
     "device-check": ("kernels.device_check", "the fused kernel's GPU checks as one time-boxed run (tests, Fig. 6, step ratio)"),
     "kernel-compile": ("kernels.aot", "compile the fused kernels for a CUDA target without a GPU: registers, spills, pipelining"),
 }
+
+
+# Filesystem errors a user causes and fixes (a path that is a folder, not a folder, read-only, not theirs).
+USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.EEXIST, errno.ENAMETOOLONG}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +66,11 @@ def run(command: str, args: list[str]) -> int:
         if debug_mode():
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if debug_mode() or e.errno not in USER_ERRNOS:
+            raise
+        print(f"error: {e.strerror}: {e.filename or ''} (check the path and its permissions)", file=sys.stderr)
         return 2
     except Exception as e:
         if debug_mode():

@@ -34,6 +34,8 @@ from dar.io import atomic_path, write_json
 ENV_VAR = "DAR_ASSETS"
 MANIFEST = "assets.json"
 FETCH_CMD = "python -m dar fetch-assets"
+REHEARSAL_MARKER = "REHEARSAL"  # in an assets folder: every asset there is a random-weight stand-in (dar/rehearsal.py)
+REHEARSAL_PROVENANCE = "random weights, rehearsal only"
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,15 @@ def resolve_assets_dir(assets_dir: str | os.PathLike | None = None) -> Path:
             f"after fetching the assets there with: {FETCH_CMD} --dest DIR"
         )
     return Path(value).expanduser()
+
+
+def provenance(path: str | os.PathLike) -> str:
+    """What an asset file or folder is: the published asset, or a rehearsal stand-in (its folder holds REHEARSAL)."""
+    path = Path(path)
+    for folder in (path, *path.parents)[:3]:
+        if (folder / REHEARSAL_MARKER).is_file():
+            return REHEARSAL_PROVENANCE
+    return "published"
 
 
 def asset_path(name: str, assets_dir: str | os.PathLike | None = None) -> Path:

@@ -59,6 +59,8 @@ class CellConfig:
     weights: str | None = opt(None, "feature extractor weights (digits)")
     assets_dir: str | None = opt(None, "assets folder (inception)")
     num_samples: int = opt(0, "samples evaluated per seed")
+    feature_cache: str | None = opt(None, "folder keeping an ADM reference batch's precision/recall features")
+    adm_cross_check: bool = opt(True, "also compute FID/sFID with the ADM evaluator's sqrtm (recorded under checks)")
     device: str | None = opt(None, "feature-extraction device (default: cuda if available)")
     workflow_preset: str = opt("digits", "the preset as the workflow was given it (for the commands in messages)")
     workflow_results: str = opt("results", "the workflow's results root (for the commands in messages)")
@@ -126,10 +128,15 @@ def check_checkpoint_bytes(cfg: CellConfig, path: str, sidecar: dict) -> None:
 
     ckpt = Path(sidecar.get("checkpoint", ""))
     drawn = (sidecar.get("inputs") or {}).get("checkpoint_sha256")
-    if not drawn or not ckpt.is_file():
-        return  # a checkpoint moved away (e.g. copied to another machine): its identity was checked above
+    if not drawn:
+        return  # samples of a file this harness did not write (an official checkpoint): their identity was checked above
+    if not ckpt.is_file():
+        raise ConfigError(
+            f"cell {cfg.table}/{cfg.name}: sample file {path} was drawn from {ckpt}, which is gone (set aside by --restart, "
+            f"or moved); its samples cannot be vouched for: {cfg.snakemake(path, '--forcerun', 'sample')}"
+        )
     rec = ckpt_io.recorded(ckpt)
-    now = rec["sha256"] if rec and rec.get("sha256") else ckpt_io.sha256(ckpt)
+    now = rec["sha256"] if rec and rec.get("sha256") and "next" not in rec else ckpt_io.sha256(ckpt)
     if now != drawn:
         raise IdentityMismatch(
             f"cell {cfg.table}/{cfg.name}: sample file", path, {"checkpoint_sha256": drawn}, {"checkpoint_sha256": now},
@@ -141,7 +148,11 @@ def cell_result(cfg: CellConfig, sidecars: list[dict], evals: list[dict]) -> dic
     metrics = {paper_key: summarize([e["metrics"][ours] for e in evals]) for ours, paper_key in METRIC_KEYS.items()}
     first = sidecars[0]
     paper = paper_value(cfg.table, cfg.run, first["sampler_alias"], cfg.cfg, cfg.paper_iteration)
-    comparable = comparable_scale(cfg.scale)
+    stand_ins = sorted(
+        {p[k]["provenance"] for p in (e.get("protocol", {}) for e in evals) for k in ("feature_extractor", "reference")
+         if p.get(k, {}).get("provenance", "published") != "published"}
+    )  # fmt: skip
+    comparable = comparable_scale(cfg.scale) and not stand_ins  # numbers from stand-in assets are never compared
     delta = {k: metrics[k]["mean"] - v for k, v in paper.items() if k in metrics} if comparable else {}
     identity = cell_identity(cfg)
     return {
@@ -169,6 +180,8 @@ def cell_result(cfg: CellConfig, sidecars: list[dict], evals: list[dict]) -> dic
         "delta": delta,
         "delta_note": ""
         if comparable
+        else f"no delta: evaluated with {stand_ins[0]} assets"
+        if stand_ins
         else f"no delta: {cfg.scale}-scale metrics are not comparable with the paper's ImageNet numbers",
         "identity": identity,
         "fingerprint": fingerprint(identity),
@@ -190,7 +203,9 @@ def run(cfg: CellConfig) -> dict:
     for seed, path, out in zip(cfg.seeds, cfg.samples, cfg.evals):
         args = evaluation_args(
             samples=path, reference=cfg.reference, num_samples=cfg.num_samples, out=out, features=cfg.features,
-            weights=cfg.weights, assets_dir=cfg.assets_dir, **({"device": cfg.device} if cfg.device else {}),
+            weights=cfg.weights, assets_dir=cfg.assets_dir, feature_cache=cfg.feature_cache,
+            adm_cross_check=cfg.adm_cross_check,
+            **({"device": cfg.device} if cfg.device else {}),
         )  # fmt: skip
         try:
             result = evaluate(args)

@@ -111,6 +111,8 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             return bool(value)
         if base is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
+        if base in (int, float) and isinstance(value, bool):  # YAML/JSON true is not the number 1
+            raise ValueError(value)
         return base(value)
     except (TypeError, ValueError):
         raise ConfigError(f"config key {name!r}: cannot read {value!r} as {getattr(base, '__name__', base)}") from None
@@ -123,9 +125,13 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(k, v, hints[k]) for k, v in data.items()}
-    cfg = cls(**kwargs)
-    check_values(cfg)
+    try:
+        cfg = cls(**{k: _coerce(k, v, hints[k]) for k, v in data.items()})
+        check_values(cfg)
+    except ConfigError as e:
+        if where in ("config", "") or str(e).startswith(where):
+            raise
+        raise ConfigError(f"{where}: {e}") from None
     return cfg
 
 

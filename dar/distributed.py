@@ -36,6 +36,8 @@ def pick_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device: {name!r} was asked for but no CUDA device is visible here; use --device cpu or auto")
+        if ":" in name and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            raise ConfigError(f"device: {name!r} would put every process on one GPU; use cuda (each process takes LOCAL_RANK)")
         index = int(name.split(":")[1]) if ":" in name else local
         if index >= torch.cuda.device_count():
             raise ConfigError(f"device: {name!r} names GPU {index} but {torch.cuda.device_count()} are visible")
@@ -72,6 +74,17 @@ def all_ok(ok: bool) -> bool:
     flag = torch.tensor([0.0 if ok else 1.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(flag)
     return flag.item() == 0
+
+
+def same_on_all(value: int) -> bool:
+    """True on every process iff every process passed the same integer."""
+    if not dist.is_initialized():
+        return True
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    lo, hi = torch.tensor([value], device=device, dtype=torch.long), torch.tensor([value], device=device, dtype=torch.long)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    return lo.item() == hi.item()
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:

@@ -154,6 +154,14 @@ def validate(data: dict[str, Any], where: str = "config") -> None:
                     raise GridError(
                         f"tables.{table}.iterations: {it} is past the length of run {run!r} (runs.{run}.iterations = {length})"
                     )
+    if "rehearsal" in data:
+        for key, present in (("assets_dir", "assets_dir" in data), ("data.root", "root" in data["data"])):
+            if present:
+                raise GridError(f"{key}: a rehearsal grid makes its assets and data itself (results/<name>/assets); drop the key")
+        if (data["data"]["dataset"], data["data"]["encoder"]) != ("imagefolder", "sd-vae"):
+            raise GridError("data: a rehearsal runs the paper path: dataset imagefolder with encoder sd-vae")
+    elif data["data"]["dataset"] == "imagefolder" and "root" not in data["data"]:
+        raise GridError("data.root: dataset imagefolder needs the root of its ImageFolder tree")
     diag = data.get("diagnostics")
     if diag:
         for key, run in [*(("diagnostics.runs", r) for r in diag["runs"]), ("diagnostics.probe_run", diag["probe_run"])]:

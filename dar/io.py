@@ -27,7 +27,14 @@ from dar.errors import DiskFullError
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it (os.umask would briefly open it to other threads' files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
@@ -68,8 +75,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except Exception as e:
+        tmp.unlink(missing_ok=True)
         if is_disk_full(e):
-            raise DiskFullError(path, free_bytes(path)) from e
+            raise DiskFullError(path, free_bytes(path)) from e  # measured after the temporary file is gone
         raise
     finally:
         tmp.unlink(missing_ok=True)

@@ -106,7 +106,7 @@ def without_restart(args: list[str]) -> list[str]:
             skip = True
         elif not a.startswith("--restart="):
             out.append(a)
-    return [*out, "--restart", "false"] if len(out) != len(args) else out
+    return [*out, "--restart", "false"]
 
 
 def args_digest(job: str, job_args: list[str]) -> str:

@@ -92,6 +92,7 @@ class Evaluation:
     batch_size: int
     shard_size: int
     tolerance: dict
+    adm_cross_check: bool  # FID/sFID also by the ADM evaluator's sqrtm, recorded beside them
 
 
 @dataclass(frozen=True)
@@ -287,8 +288,11 @@ class Plan:
             batch_size=int(ev.get("batch_size", 64)),
             shard_size=int(ev.get("shard_size", 1000)),
             tolerance=dict(ev.get("tolerance") or {}),
+            adm_cross_check=bool(ev.get("adm_cross_check", True)),
         )
-        self.assets_dir = Path(data.get("assets_dir", "assets"))
+        # a rehearsal makes random-weight stand-ins of every asset and its data under results/<name>/assets
+        self.rehearsal = dict(data["rehearsal"]) if "rehearsal" in data else None
+        self.assets_dir = self.root / "assets" if self.rehearsal is not None else Path(data.get("assets_dir", "assets"))
         self.tables = {
             name: Table(
                 name,
@@ -363,6 +367,18 @@ class Plan:
         return self.assets_dir / self.evaluation.reference
 
     @property
+    def assets_marker(self) -> Path:
+        """Made once every asset is in assets_dir (fetched, or for a rehearsal made as stand-ins)."""
+        return self.assets_dir / ".fetched"
+
+    @property
+    def rehearsal_assets_config(self) -> dict:
+        """The `python -m dar rehearsal-assets` settings of a rehearsal preset."""
+        r = self.rehearsal or {}
+        return {"dest": str(self.assets_dir), "vae": r.get("vae", "narrow"), "classes": int(r.get("classes", 4)),
+                "per_class": int(r.get("per_class", 24))}  # fmt: skip
+
+    @property
     def vae(self) -> Path:
         return self.assets_dir / VAE_FOLDER
 
@@ -421,6 +437,8 @@ class Plan:
     def _cache_config(self) -> CacheConfig:
         d = self._data["data"]
         kw: dict[str, Any] = {k: d[k] for k in ("dataset", "encoder", "root", "image_size", "shard_size", "batch_size") if k in d}
+        if self.rehearsal is not None:
+            kw["root"] = str(self.assets_dir / "imagefolder")
         kw["store_images"] = any(r.get("repa", False) for r in self._data["runs"].values())
         if d["encoder"] == "sd-vae":
             kw["vae_path"] = str(self.assets_dir / VAE_FOLDER)
@@ -557,6 +575,8 @@ class Plan:
                 weights=str(self.digits_net) if ev.features == "digits" else None,
                 assets_dir=None if ev.features == "digits" else str(self.assets_dir),
                 num_samples=n,
+                feature_cache=str(self.shared_root / "reference-features") if ev.features == "inception" else None,
+                adm_cross_check=ev.adm_cross_check,
                 workflow_preset=self.preset_arg,
                 workflow_results=str(self.results),
             ),
@@ -633,6 +653,8 @@ class Plan:
         out.update({c.job: to_dict(c.config) for c in self.cells})
         out.update({d.job: to_dict(d.config) for d in self.diagnostics.values()})
         out[self.job_path("kernel_bench", "kernel_bench")] = self.kernel_bench_config
+        if self.rehearsal is not None:
+            out[self.job_path("rehearsal_assets", "assets")] = self.rehearsal_assets_config
         if self.evaluation.features == "digits" or self.repa_encoder == "digits":
             out[self.digits_features_job.job] = self.digits_features_job.config
         if self.evaluation.features == "digits":

@@ -91,3 +91,21 @@ def test_expected_failures_of_any_command_are_error_lines(tmp_path, capsys):
     (tmp_path / "list.json").write_text("[1, 2]")
     assert dar_main(["sample", "--config", str(tmp_path / "list.json")]) == 2
     assert "does not hold a JSON object" in capsys.readouterr().err
+
+
+def test_filesystem_mistakes_are_error_lines(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert dar_main(["cache-latents", "--dataset", "digits", "--out", str(tmp_path / "file" / "lat")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Not a directory") and "check the path" in err
+    ckpt = tmp_path / "c.pt"
+    ckpt.write_bytes(b"x")
+    assert dar_main(["sample", "--checkpoint", str(ckpt), "--out", str(tmp_path)]) == 2
+    assert f"out: {tmp_path} is a folder" in capsys.readouterr().err
+
+
+def test_booleans_are_not_numbers_and_grid_errors_say_where():
+    with pytest.raises(ConfigError, match=r"cannot read True as int"):
+        from_dict(TrainConfig, {"iterations": True})
+    with pytest.raises(ConfigError, match=r"^runs\.sit: lr: 5\.0 is out of range"):
+        from_dict(TrainConfig, {"lr": 5.0}, where="runs.sit")

@@ -137,9 +137,13 @@ def test_a_failed_shard_write_leaves_no_temporary_folder(tmp_path, monkeypatch):
         run(CacheConfig(dataset="digits", out=str(tmp_path / "c"), shard_size=500))
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["manifest.json"], "no half-written shard, no .tmp folder"
     monkeypatch.setattr(cache.np, "save", real)
-    (tmp_path / "c" / ".shard_00001.tmp-999999999").mkdir()  # one a killed writer left behind
+    import socket
+
+    (tmp_path / "c" / f".shard_00001.tmp-{socket.gethostname()}-999999999").mkdir()  # one a killed writer left behind
+    (tmp_path / "c" / ".shard_00002.tmp-othernode-1").mkdir()  # another node's, maybe being written: left alone
     run(CacheConfig(dataset="digits", out=str(tmp_path / "c"), shard_size=500))
-    assert not list((tmp_path / "c").glob(".shard_*")) and LatentCache(tmp_path / "c").identity["dataset"] == "digits"
+    assert [p.name for p in (tmp_path / "c").glob(".shard_*")] == [".shard_00002.tmp-othernode-1"]
+    assert LatentCache(tmp_path / "c").identity["dataset"] == "digits"
 
 
 def test_ranks_write_disjoint_shards_and_match_one_process(tmp_path, monkeypatch):

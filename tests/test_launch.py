@@ -119,7 +119,7 @@ def test_requeues_never_repeat_a_restart():
 
     assert without_restart(["--out", "r", "--restart", "true", "--lr", "1"]) == ["--out", "r", "--lr", "1", "--restart", "false"]
     assert without_restart(["--restart=true"]) == ["--restart", "false"]
-    assert without_restart(["--config", "j.json"]) == ["--config", "j.json"]
+    assert without_restart(["--config", "j.json"]) == ["--config", "j.json", "--restart", "false"]  # a file's restart too
 
 
 def test_an_earlier_job_with_other_arguments_is_waited_for_then_this_one_runs(tmp_path, capsys):

@@ -75,6 +75,15 @@ def test_evaluate_end_to_end(setup, tmp_path, capsys):
     assert result["wall_seconds"] > 0
 
 
+def test_evaluate_without_the_adm_cross_check_gives_the_same_metrics(setup, tmp_path):
+    with_check, without = tmp_path / "with.json", tmp_path / "without.json"
+    assert evaluate_main(_args(setup, with_check)) == 0
+    assert evaluate_main([*_args(setup, without), "--no-adm-cross-check"]) == 0
+    a, b = (json.loads(p.read_text()) for p in (with_check, without))
+    assert set(a["checks"]) == {"fid_adm_sqrtm", "sfid_adm_sqrtm"} and b["checks"] == {}
+    assert a["metrics"] == b["metrics"]
+
+
 def test_adm_batch_reference_matches_the_cache(setup, tmp_path):
     # The same statistics in an ADM-layout file: FID/sFID identical; PR from its images equals the cached features'.
     a, b = tmp_path / "cache.json", tmp_path / "adm.json"
@@ -145,6 +154,7 @@ def _bad_cases(s, root):
     yield "not-npz", {"samples": root / "text.npz"}, "is not a readable .npz file"
     blank = _write(root / "black.npz", arr_0=np.zeros_like(good))  # what NaN samples became before they were refused
     yield "blank", {"samples": blank}, f"all {N} images are blank (every pixel is 0)"
+    yield "three", {"num-samples": 3}, "--num-samples must be more than 3 (precision/recall use k = 3"
     yield "gpu", {"device": "gpu"}, "argument --device: 'gpu' is not a device (PyTorch calls GPUs 'cuda')"
 
 

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,7 @@ def shard_name(s: int) -> str:
 
 def _write_shard(out: Path, s: int, arrays: dict[str, np.ndarray]) -> None:
     final = out / shard_name(s)
-    tmp = out / f".{shard_name(s)}.tmp-{os.getpid()}"
+    tmp = out / f".{shard_name(s)}.tmp-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -143,8 +144,10 @@ def _write_shard(out: Path, s: int, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _remove_stale_tmp(out: Path) -> None:
-    """Shard folders a killed writer left half-written (.shard_*.tmp-<pid> whose process is gone)."""
-    for tmp in out.glob(".shard_*.tmp-*"):
+    """Shard folders a killed writer on this host left half-written (.shard_*.tmp-<host>-<pid>, process gone);
+    another node's are never touched (the folder is shared by every rank of a multi-node job)."""
+    host = socket.gethostname()
+    for tmp in out.glob(f".shard_*.tmp-{host}-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -57,7 +57,8 @@ class SDVAEEncoder:
         from diffusers.models import AutoencoderKL
 
         self.path = path
-        self.vae = AutoencoderKL.from_pretrained(path, local_files_only=True).to(device).eval()
+        # low_cpu_mem_usage=False said explicitly: accelerate is not a dependency, and diffusers warns when it guesses
+        self.vae = AutoencoderKL.from_pretrained(path, local_files_only=True, low_cpu_mem_usage=False).to(device).eval()
         self.device = torch.device(device)
 
     @torch.no_grad()

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from dar.config import ConfigError, job_parser, opt, run_job, to_dict
+from dar.config import AT_LEAST_1, NON_NEGATIVE, ConfigError, Range, check_values, job_parser, opt, run_job, to_dict
 from dar.distributed import pick_device
 from dar.io import write_json
 
@@ -60,28 +60,33 @@ T_CONVENTION = (
 
 @dataclass
 class DiagnoseConfig:
-    figure: str = opt("", "which diagnostic: fig2 | fig3 | fig5 | chunk_theory")
+    figure: str = opt("", "which diagnostic: fig2 | fig3 | fig5 | chunk_theory", choices=FIGURES)
     baseline: str = opt("", "fig2/fig3: checkpoint of the residual baseline (the paper: SiT-XL/2 at 600K)")
     dar: str = opt("", "fig2/fig3: checkpoint of the DAR run (the paper: DAR static c4 at 600K)")
     probe: str = opt("", "fig5: checkpoint whose aggregator inputs are probed (the paper: DAR-Dynamic)")
     data: str = opt("", "latent cache folder the (image, noise) pairs are drawn from (fig2, fig3, fig5)")
     out: str = opt("diagnostics.json", "result JSON; the figure is written beside it with suffix .png")
-    num_samples: int = opt(256, "(image, noise) pairs (the paper: 4096)")
-    t_grid: int = opt(11, "uniform t values on [0, 1], both ends included (t = 0 noise, t = 1 data)")
-    t_reference: float = opt(1.0, "fig2: the t of the paper's Fig. 2 line plots (1.0 = SiT's data end); must be on the grid")
-    batch_size: int = opt(64, "pairs per forward (and backward) pass")
-    seed: int = opt(0, "seed of the pairs (images, flips, noise) and of the probe's train/test split")
+    num_samples: int = opt(256, "(image, noise) pairs (the paper: 4096)", range=AT_LEAST_1)
+    t_grid: int = opt(11, "uniform t values on [0, 1], both ends included (t = 0 noise, t = 1 data)", range=Range(2))
+    t_reference: float = opt(
+        1.0, "fig2: the t of the paper's Fig. 2 line plots (1.0 = SiT's data end); must be on the grid", range=Range(0, 1)
+    )
+    batch_size: int = opt(64, "pairs per forward (and backward) pass", range=AT_LEAST_1)
+    seed: int = opt(0, "seed of the pairs (images, flips, noise) and of the probe's train/test split", range=NON_NEGATIVE)
     ema: bool = opt(True, "use the checkpoints' EMA weights")
-    device: str = opt("auto", "auto | cpu | cuda")
-    layers: list[int] = opt([], "fig3: sublayers to plot (default: L/4+1 and L-1); the JSON holds every sublayer")
-    probe_alpha: float = opt(1.0, "fig5: ridge penalty on standardised features (sklearn's Ridge alpha)")
-    test_fraction: float = opt(0.25, "fig5: fraction of the pairs held out for the test R^2")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:<index>", device=True)
+    layers: list[int] = opt(
+        [], "fig3: sublayers to plot (default: L/4+1 and L-1); the JSON holds every sublayer", range=AT_LEAST_1
+    )
+    probe_alpha: float = opt(1.0, "fig5: ridge penalty on standardised features (sklearn's Ridge alpha)", range=NON_NEGATIVE)
+    test_fraction: float = opt(0.25, "fig5: fraction of the pairs held out for the test R^2", range=Range(0, 1, True, True))
     model: str = opt("", "chunk_theory: registered model whose 2 x depth sublayers are L, e.g. SiT-XL/2")
-    num_sublayers: int = opt(0, "chunk_theory: L directly (0: from --model)")
+    num_sublayers: int = opt(0, "chunk_theory: L directly (0: from --model)", range=NON_NEGATIVE)
     alpha_band: list[float] = opt([0.4, 0.7], "chunk_theory: alpha range of the S* band (the paper: 0.4,0.7)")
     cells: list[str] = opt([], "chunk_theory: Table 4 cell JSONs (metrics.fid.mean); missing files are skipped")
 
     def validate(self) -> None:
+        check_values(self)
         if self.figure not in FIGURES:
             raise ConfigError(f"figure: choose one of {FIGURES} (--figure), got {self.figure!r}")
         if self.figure == "chunk_theory":

@@ -40,6 +40,8 @@ class SampleConfig:
         check_values(self)
         if not self.checkpoint:
             raise ConfigError("checkpoint: give the training checkpoint to sample from (--checkpoint PATH)")
+        if Path(self.out).is_dir():
+            raise ConfigError(f"out: {self.out} is a folder; give the .npz file to write")
         if not Path(self.checkpoint).is_file():
             raise ConfigError(f"checkpoint {self.checkpoint} does not exist; train that run first (python -m dar train)")
         if self.cfg_interval and (len(self.cfg_interval) != 2 or self.cfg_interval[0] >= self.cfg_interval[1]):

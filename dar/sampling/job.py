@@ -38,7 +38,7 @@ from dar.distributed import pick_device
 from dar.errors import NonFiniteError
 from dar.fingerprint import IdentityMismatch, differences, fingerprint
 from dar.io import write_json, write_npz
-from dar.provenance import environment, file_sha256
+from dar.provenance import environment
 from dar.sampling.config import SampleConfig
 from dar.sampling.grid import save_grid
 from dar.sampling.loop import SampleSettings, generate
@@ -116,13 +116,14 @@ def _shard_ok(path: Path, fp: str, count: int) -> bool:
 
 def run(cfg: SampleConfig) -> Path:
     cfg.validate()
+    from dar.train import checkpoint as ckpt_io
     from dar.train.checkpoint import checkpoint_identity, load_for_inference
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = pick_device(cfg.device)
     out = Path(cfg.out)
     model, ckpt = load_for_inference(cfg.checkpoint, ema=cfg.ema)
-    ckpt_sha = file_sha256(cfg.checkpoint)
+    ckpt_sha = ckpt_io.sha256(cfg.checkpoint)  # hashed once: load_for_inference verified it with the same cache
     identity = cfg.identity(checkpoint_identity(ckpt, ckpt_sha))
     fp = fingerprint(identity)
     record = {"identity": identity, "fingerprint": fp, "inputs": {"checkpoint_sha256": ckpt_sha}}

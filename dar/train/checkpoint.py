@@ -34,7 +34,11 @@ from dar.provenance import file_sha256
 LATEST = "latest.pt"
 SIDECAR_SUFFIX = ".sha256.json"
 _MILESTONE = re.compile(r"^step_(\d{7,})\.pt$")
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a file is hashed once per process
+_DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime_ns, ctime_ns) -> sha256: a file is hashed once per process
+# What torch.load raises for a file that is not a whole checkpoint (truncated, foreign, garbled); anything else
+# (out of memory, an I/O error of the filesystem) is not evidence that the file is damaged and is raised as it is.
+_DAMAGED = (EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
+_DAMAGED_TEXT = ("PytorchStreamReader failed", "failed finding central directory", "invalid load key", "Invalid magic number")
 
 
 def milestone_path(run_dir: str | Path, step: int) -> Path:
@@ -46,39 +50,47 @@ def sidecar(path: str | Path) -> Path:
 
 
 def sha256(path: str | Path) -> str:
-    """The file's sha256 (cached while its size and mtime stay the same)."""
+    """The file's sha256, cached while its inode, size and times stay the same (ctime cannot be set back by hand)."""
     st = Path(path).stat()
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _DIGESTS:
         _DIGESTS[key] = file_sha256(path)
     return _DIGESTS[key]
 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` atomically with its checksum beside it.
+    """Write `state` to `path` atomically with its checksum record beside it.
 
-    The sidecar is written before the rename and names both the new and the replaced file's digest, then
-    rewritten with the new one only: at any instant the file under `path` matches its sidecar."""
+    Before the rename the record still describes the file in place (its digest and step) and names the coming
+    one under "next"; after it, the new file alone. Whenever a crash comes, the file under `path` matches its
+    record and the record's step is that file's."""
     path = Path(path)
-    old = recorded(path)
+    current = None
+    if path.is_file():
+        rec = recorded(path)
+        if rec and rec.get("sha256") and "next" not in rec:
+            current = {"sha256": rec["sha256"], "step": rec.get("step")}
+        else:  # no record yet (written before records existed), or one interrupted mid-save: describe the file itself
+            current = {"sha256": sha256(path), "step": rec.get("step") if rec else None}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        digest = file_sha256(tmp)
-        record = {"sha256": digest, "step": int(state["step"]), "bytes": tmp.stat().st_size}
-        write_json(sidecar(path), {**record, "previous_sha256": old.get("sha256") if old else None})
-    write_json(sidecar(path), record)
+        new = {"sha256": file_sha256(tmp), "step": int(state["step"]), "bytes": tmp.stat().st_size}
+        if current is not None:
+            write_json(sidecar(path), {**current, "next": new})
+    write_json(sidecar(path), new)
 
 
 def recorded(path: Path) -> dict | None:
-    """The checkpoint's checksum record (its sha256 and step), or None."""
+    """The checkpoint's checksum record (its sha256 and step; "next" while a save is in flight), or None."""
     try:
-        return json.loads(sidecar(path).read_text())
+        rec = json.loads(sidecar(path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    return rec if isinstance(rec, dict) else None
 
 
 def candidates(run_dir: str | Path) -> list[Path]:
-    """Every checkpoint of a run folder, newest first (the step from its sidecar, else its name, else its content)."""
+    """Every checkpoint of a run folder, newest first (the step its record gives, else its name, else its content)."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
@@ -94,7 +106,7 @@ def candidates(run_dir: str | Path) -> list[Path]:
                 try:
                     step = int(torch.load(p, map_location="cpu", weights_only=False)["step"])
                 except Exception:
-                    step = -1  # unreadable: tried last, then set aside
+                    step = -1  # unreadable: tried last, then set aside if it is damaged
             found.append((int(step), p))
     return [p for _, p in sorted(found, key=lambda x: -x[0])]
 
@@ -116,44 +128,60 @@ def verify(path: str | Path) -> None:
     if rec is None:
         return  # written before checkpoints carried checksums (or not by this harness): readable is all we can check
     digest = sha256(path)
-    if digest not in (rec.get("sha256"), rec.get("previous_sha256")):
+    if digest not in (rec.get("sha256"), (rec.get("next") or {}).get("sha256")):
         raise CheckpointError(
             f"checkpoint {path} is damaged: its sha256 {digest[:12]} is not the {str(rec.get('sha256'))[:12]} recorded "
             f"in {sidecar(path).name} when it was written (a truncated copy, a flipped bit or a file replaced by hand)"
         )
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A verified checkpoint (see verify); a file torch cannot read is a CheckpointError naming it."""
-    path = Path(path)
-    verify(path)
+def _read(path: Path, map_location) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+    except _DAMAGED as e:
         raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a torch checkpoint): {e}") from None
+    except RuntimeError as e:
+        if any(t in str(e) for t in _DAMAGED_TEXT):
+            raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a torch checkpoint): {e}") from None
+        raise
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict")
     return state
 
 
-def newest_intact(run_dir: str | Path, map_location: str | torch.device = "cpu", set_aside: bool = True):
-    """(path, state) of the newest checkpoint that loads and verifies, or (None, None).
+def load(path: str | Path, map_location: str | torch.device = "cpu", check: bool = True) -> dict[str, Any]:
+    """A verified checkpoint (see verify; check=False when another process verified it); damage is a CheckpointError."""
+    path = Path(path)
+    if check:
+        verify(path)
+    return _read(path, map_location)
 
-    Damaged ones on the way are reported and (with set_aside) renamed <name>.damaged-<time>, so the next
-    rerun does not trip on them and the evidence is kept."""
+
+def set_aside_damaged(path: Path, why: CheckpointError) -> Path:
+    dest = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    path.rename(dest)
+    if sidecar(path).exists():
+        sidecar(path).rename(sidecar(dest))
+    print(
+        f"[checkpoint] warning: {why}; set aside as {dest.name}; trying the next newest checkpoint", file=sys.stderr, flush=True
+    )
+    return dest
+
+
+def newest_intact(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint whose bytes verify (a file without a record: that reads as a whole checkpoint), or None.
+
+    Damaged ones on the way are reported and renamed <name>.damaged-<time>, so the next rerun does not trip on
+    them and the evidence is kept. Only damage counts: an error that says nothing about the file is raised."""
     for path in candidates(run_dir):
         try:
-            return path, load(path, map_location)
+            verify(path)
+            if recorded(path) is None:
+                _read(path, "cpu")  # no checksum to go by: only a full read tells a truncated file
+            return path
         except CheckpointError as e:
-            where = ""
-            if set_aside:
-                dest = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-                path.rename(dest)
-                if sidecar(path).exists():
-                    sidecar(path).rename(sidecar(dest))
-                where = f"; set aside as {dest.name}"
-            print(f"[checkpoint] warning: {e}{where}; trying the next newest checkpoint", file=sys.stderr, flush=True)
-    return None, None
+            set_aside_damaged(path, e)
+    return None
 
 
 def non_finite(state: dict[str, torch.Tensor]) -> list[str]:

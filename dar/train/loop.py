@@ -139,8 +139,8 @@ def _append_metrics(path: Path, line: dict) -> None:
 def _diverged(run_dir: Path, what: str) -> TrainingDiverged:
     last = ckpt_io.newest(run_dir)
     return TrainingDiverged(
-        f"{what}; stopping without writing a checkpoint. Last good checkpoint: "
-        f"{last or 'none (the run had not checkpointed yet)'} (its weights were checked finite when saved). A lower "
+        f"{what}; stopping without writing a checkpoint. Newest checkpoint: "
+        f"{last or 'none (the run had not checkpointed yet)'} (weights are checked finite before every save). A lower "
         "learning rate or --grad-clip is a new configuration: rerun under it (the workflow trains it in a new run "
         "folder; by hand pass --restart true or a new --out)"
     )
@@ -281,16 +281,25 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
     order = DataOrder(len(data), cfg.global_batch, cfg.seed)
 
     replaced = set_aside(run_dir) if (cfg.restart and info.is_main) else None
+    if info.is_main:  # temporary files of a save that was killed: this job holds the folder, so none is in flight
+        for tmp in (run_dir / "checkpoints").glob(".*.tmp") if (run_dir / "checkpoints").is_dir() else []:
+            tmp.unlink(missing_ok=True)
     distributed.barrier()
     start = 0
-    # The newest checkpoint that verifies; rank 0 sets damaged ones aside first, then every rank finds the same one.
-    if info.world_size == 1:
-        resume, state = ckpt_io.newest_intact(run_dir, map_location=dev, set_aside=True)
-    else:
-        if info.is_main:
-            ckpt_io.newest_intact(run_dir, map_location="cpu", set_aside=True)
-        distributed.barrier()
-        resume, state = ckpt_io.newest_intact(run_dir, map_location=dev, set_aside=False)
+    # The newest checkpoint that verifies: rank 0 picks it (setting damaged ones aside), every rank learns that it
+    # succeeded before the next collective, and all then read the same file, checking they agree on its step.
+    failure = None
+    if info.is_main:
+        try:
+            ckpt_io.newest_intact(run_dir)
+        except Exception as e:  # reaches every rank through all_ok instead of leaving them at a barrier
+            failure = e
+    if not distributed.all_ok(failure is None):
+        raise failure or TrainingDiverged(f"rank 0 could not choose a checkpoint in {run_dir}; see its log")
+    resume = ckpt_io.newest(run_dir)
+    state = ckpt_io.load(resume, map_location=dev, check=info.is_main) if resume is not None else None
+    if not distributed.same_on_all(-1 if state is None else int(state["step"])):
+        raise ConfigError(f"the processes of this job found different checkpoints in {run_dir}: is it on a shared filesystem?")
     if resume is not None:
         check_resumable(state, resume, identity, inputs, run_dir, finished=int(state["step"]) >= cfg.iterations)
         model.load_state_dict(state["model"])

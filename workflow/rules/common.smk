@@ -44,7 +44,7 @@ def launch(job, name, folder=f"{R}/submitit"):
 
 def assets_inputs(w=None):
     """The fetched-assets marker, for the jobs that read pretrained assets (paper scale)."""
-    return [str(PLAN.assets_dir / ".fetched")] if PLAN.needs_assets else []
+    return [str(PLAN.assets_marker)] if PLAN.needs_assets else []
 
 
 # Outputs named by fingerprint change their path when what made them changes, so a downstream job needs
@@ -57,7 +57,7 @@ def train_inputs(w):
     run = PLAN.run_by_dir(f"{R}/runs/{w.run}/{w.folder}")
     ins = {"config": str(run.job), "latents": ancient(LATENTS)}
     if run.repa:
-        ins["encoder"] = str(PLAN.repa_weights) if PLAN.repa_encoder == "digits" else str(PLAN.assets_dir / ".fetched")
+        ins["encoder"] = str(PLAN.repa_weights) if PLAN.repa_encoder == "digits" else str(PLAN.assets_marker)
     return ins
 
 

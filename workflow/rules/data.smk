@@ -1,19 +1,37 @@
 # Data: assets (network side), latent cache, and the shared digits feature network and reference statistics.
 
 
-rule fetch_assets:
-    # Runs where Snakemake runs (a login node with network); compute jobs then read the local copies.
-    output:
-        marker=directory(PLAN.assets_dir / ".fetched"),
-    log:
-        f"{R}/logs/fetch_assets.log",
-    params:
-        dest=PLAN.assets_dir,
-    conda:
-        ENV
-    localrule: True
-    shell:
-        "python -m dar fetch-assets --dest {params.dest} > {log} 2>&1 && mkdir -p {output.marker}"
+if PLAN.rehearsal is None:
+
+    rule fetch_assets:
+        # Runs where Snakemake runs (a login node with network); compute jobs then read the local copies.
+        output:
+            marker=directory(PLAN.assets_marker),
+        log:
+            f"{R}/logs/fetch_assets.log",
+        params:
+            dest=PLAN.assets_dir,
+        conda:
+            ENV
+        localrule: True
+        shell:
+            "python -m dar fetch-assets --dest {params.dest} > {log} 2>&1 && mkdir -p {output.marker}"
+
+else:
+
+    rule rehearsal_assets:
+        # A rehearsal's stand-ins (random weights) and synthetic ImageFolder, made where Snakemake runs.
+        input:
+            config=str(PLAN.job_path("rehearsal_assets", "assets")),
+        output:
+            marker=directory(PLAN.assets_marker),
+        log:
+            f"{R}/logs/rehearsal_assets.log",
+        conda:
+            ENV
+        localrule: True
+        shell:
+            "python -m dar rehearsal-assets --config {input.config} > {log} 2>&1 && mkdir -p {output.marker}"
 
 
 rule cache_latents:
