@@ -35,6 +35,7 @@ rule all:
     default_target: True
     input:
         PLAN.table_path,
+        PLAN.claims_path,
         KERNEL_BENCH,
         DIAGNOSTICS,
         REPORT,

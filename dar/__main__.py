@@ -19,6 +19,7 @@ COMMANDS = {
     "cells": ("dar.cells", "list every table cell of a preset with its target path and rerun command"),
     "cell": ("dar.cell", "evaluate one table cell over its seeds (the job behind each cell target)"),
     "collate": ("dar.collate", "collate every cell result of a preset into one table"),
+    "claims": ("dar.claims", "judge the paper's claims on a preset's cells and diagnostics (claims.json)"),
     "fetch-assets": ("dar.assets", "download every pretrained asset into one folder (run where the network is)"),
     "rehearsal-assets": ("dar.rehearsal", "random-weight stand-ins of every asset and a synthetic ImageFolder (rehearsal)"),
     "digits-features": ("dar.metrics.digits_net", "train the digits feature network used for digits-scale metrics"),

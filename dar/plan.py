@@ -343,6 +343,11 @@ class Plan:
         return self.root / "table.csv"
 
     @property
+    def claims_path(self) -> Path:
+        """The paper's claims judged on this preset's cells and diagnostics (python -m dar claims)."""
+        return self.root / "claims.json"
+
+    @property
     def kernel_bench(self) -> Path:
         return self.root / "bench" / "kernel.json"
 

@@ -25,7 +25,7 @@ def bad(tmp_path, mutate):
 
 
 def test_presets_ship_with_the_package():
-    assert grid.presets() == ["digits", "imagenet256", "smoke"]
+    assert grid.presets() == ["digits", "imagenet256", "rehearsal", "smoke"]
     for name in grid.presets():
         data, text, path = grid.load(name)
         assert data["name"] == name and text.startswith("#") and path.name == f"{name}.yaml"
@@ -74,7 +74,7 @@ def test_bad_grids_name_the_offending_key(tmp_path, mutate, message):
 
 
 def test_unknown_preset_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(GridError, match=r"no grid file for 'nope'; choose one of \['digits', 'imagenet256', 'smoke'\]"):
+    with pytest.raises(GridError, match=r"no grid file for 'nope'; choose one of \['digits', 'imagenet256', 'rehearsal', 'smoke'\]"):
         grid.load("nope")
     with pytest.raises(GridError, match="no grid file"):
         grid.load(str(tmp_path / "missing.yaml"))

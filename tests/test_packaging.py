@@ -100,4 +100,4 @@ def test_a_non_editable_install_finds_its_presets_and_schema(tmp_path):
     bad = subprocess.run(
         [python, "-m", "dar", "cells", "--preset", "nope"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
-    assert bad.returncode == 2 and "choose one of ['digits', 'imagenet256', 'smoke']" in bad.stderr
+    assert bad.returncode == 2 and "choose one of ['digits', 'imagenet256', 'rehearsal', 'smoke']" in bad.stderr

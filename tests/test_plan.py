@@ -25,7 +25,7 @@ def preset_file(tmp_path, mutate=None, preset="smoke", name="grid.yaml"):
     return str(path)
 
 
-@pytest.mark.parametrize("preset", ["smoke", "digits", "imagenet256"])
+@pytest.mark.parametrize("preset", ["smoke", "digits", "imagenet256", "rehearsal"])
 def test_presets_compile(preset):
     plan = Plan.load(preset)
     assert plan.cells and plan.runs and plan.samples

@@ -200,6 +200,24 @@ def test_cell_with_a_paper_value_shows_ours_paper_and_signed_delta(paper_page):
     assert "within" in td.cls() and float(td.attrs["data-tolerance"]) == pytest.approx(0.967)  # 10% of 9.67 > 0.5
 
 
+def test_claims_section_comes_first_with_a_verdict_per_claim(paper_page):
+    from dar.claims import CLAIMS
+
+    doc = parse(paper_page[0])
+    sections = [n.attrs.get("id") for n in doc.iter() if n.tag == "section"]
+    assert sections[0] == "claims"
+    section = doc.find("section", id="claims")
+    assert "the paper's numbers stand beside ours" in section.text()
+    for claim in CLAIMS:
+        rows = section.find_all("tr", **{"class": f"claim-{claim.key}"})
+        assert rows, claim.key
+        verdict = next(td for td in rows[0].find_all("td") if "verdict" in td.cls())
+        assert verdict.text() in {"holds", "does not hold", "inconclusive", "no data"}
+    # the hand-made table has no cell JSONs: the comparisons say what makes them
+    faster = section.find_all("tr", **{"class": "claim-faster-convergence"})[0]
+    assert "no data" in faster.text() and "snakemake" in faster.text()
+
+
 def test_cell_without_a_paper_value_is_marked_not_reported(paper_page):
     td = cell(parse(paper_page[0]), "skip_ode_cfg1.0", "fid")
     assert span(td, "ours") == "12.00" and span(td, "paper") == "paper n/r"

@@ -26,7 +26,7 @@ import pandas as pd
 from dar.io import atomic_path
 from dar.paper import paper_source
 from dar.plan import Plan, load_for_cli
-from dar.report import provenance, slots
+from dar.report import provenance, slots, verdicts
 from dar.report.tables import METRIC_LABELS, TITLES, build_tables, load_table, tolerance_text, tolerances
 
 FEATURES_TEXT = {
@@ -65,7 +65,7 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path) -> dict:
+def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path, claims: str | Path | None = None) -> dict:
     tables = build_tables(plan, df)
     protocols, envs, notes = provenance.cell_protocols(plan, df)
     jobs = provenance.job_times(plan)
@@ -73,6 +73,7 @@ def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path) -> di
     tol = tolerances(plan)
     scale = plan.preset.scale
     features = plan.evaluation.features
+    judged, claims_source = verdicts.load(plan, claims)
     return {
         "preset": plan.preset_arg,
         "name": plan.preset.name,
@@ -92,6 +93,7 @@ def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path) -> di
         "rendered": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "tables": tables,
+        "claims": {**judged, "rows": verdicts.rows(plan, judged), "count_rows": verdicts.counts(judged), "source": claims_source},
         "tolerance_rows": [(METRIC_LABELS[m], tolerance_text(t)) for m, t in tol.items()],
         "tolerance_overridden": bool(plan.evaluation.tolerance),
         "table_source": table_source,
@@ -115,11 +117,17 @@ def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path) -> di
     }
 
 
-def render(plan: Plan, out: str | Path, table: str | Path | None = None, kernel: str | Path | None = None) -> Path:
+def render(
+    plan: Plan,
+    out: str | Path,
+    table: str | Path | None = None,
+    kernel: str | Path | None = None,
+    claims: str | Path | None = None,
+) -> Path:
     """Write the preset's page; return its path."""
     df, source = load_table(plan, table)
     kernel = Path(kernel) if kernel else plan.kernel_bench
-    page = environment().get_template("index.html.j2").render(**context(plan, df, source, kernel))
+    page = environment().get_template("index.html.j2").render(**context(plan, df, source, kernel, claims))
     write_page(out, page)
     return Path(out)
 
@@ -170,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         help="collated table CSV (default: <results>/<preset>/table.csv; cells collated afresh if missing)",
     )
     p.add_argument("--kernel-bench", default=None, help="Fig. 6 benchmark JSON (default: <results>/<preset>/bench/kernel.json)")
+    p.add_argument(
+        "--claims", default=None, help="claims JSON (default: <results>/<preset>/claims.json; judged afresh if missing)"
+    )
     p.add_argument("--out", default=None, help="page to write (default: reports/<preset>/index.html)")
     p.add_argument(
         "--landing",
@@ -185,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out or plan.report_page)
     try:
-        render(plan, out, args.table, args.kernel_bench)
+        render(plan, out, args.table, args.kernel_bench, args.claims)
     except ValueError as e:  # e.g. a bad evaluation.tolerance
         print(f"error: {e}", file=sys.stderr)
         return 2

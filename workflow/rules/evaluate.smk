@@ -34,3 +34,22 @@ rule collate:
     localrule: True
     shell:
         "python -m dar collate --preset {params.preset} --results {params.results} --out {output.csv} > {log} 2>&1"
+
+
+rule claims:
+    # The paper's claims judged on the collated cells and the diagnostics (dar/claims.py): claims.json.
+    input:
+        table=PLAN.table_path,
+        diagnostics=DIAGNOSTICS,
+    output:
+        PLAN.claims_path,
+    log:
+        f"{R}/logs/claims.log",
+    params:
+        preset=PLAN.preset_arg,
+        results=PLAN.results,
+    conda:
+        ENV
+    localrule: True
+    shell:
+        "python -m dar claims --preset {params.preset} --results {params.results} --out {output} > {log} 2>&1"

@@ -9,6 +9,7 @@ REPORT = str(PLAN.report_page)
 rule report:
     input:
         table=PLAN.table_path,
+        claims=PLAN.claims_path,
         kernel=KERNEL_BENCH,
         diagnostics=DIAGNOSTICS,  # rendered into the figure slots (empty when the preset has none)
     output:
@@ -28,4 +29,4 @@ rule report:
     localrule: True
     shell:
         "python -m dar report --preset {params.preset} --results {params.results} --table {input.table} "
-        "--kernel-bench {input.kernel} --out {output.html} --landing {output.landing} > {log} 2>&1"
+        "--claims {input.claims} --kernel-bench {input.kernel} --out {output.html} --landing {output.landing} > {log} 2>&1"
