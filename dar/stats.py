@@ -22,11 +22,14 @@ HOLDS, FAILS, INCONCLUSIVE, NO_DATA = "holds", "does not hold", "inconclusive", 
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NO_DATA)
 
 RULE = (
-    f"For each comparison, the per-seed difference d = (claimed better) - (other) of the statistic; its mean over "
-    f"seeds with a two-sided {CONFIDENCE:.0%} t-interval (n - 1 degrees of freedom). A comparison holds when the "
-    f"whole interval lies on the claimed side of 0, does not hold when it lies on the other side, and is "
-    f"inconclusive when it contains 0 or there are fewer than 2 seeds. A claim holds when every comparison "
-    f"holds, does not hold when any does not, and is inconclusive otherwise."
+    f"For each comparison (one pair of cells), the per-seed difference d = (claimed better) - (other) of FID; its "
+    f"mean over seeds with a two-sided t-interval (n - 1 degrees of freedom) at confidence 1 - {1 - CONFIDENCE:.2f} / k "
+    f"for a claim of k comparisons (Bonferroni: {CONFIDENCE:.0%} for the claim as a whole). A comparison holds when "
+    f"the whole interval lies below 0, does not hold when it lies above 0, and is inconclusive when it contains 0, "
+    f"when there are fewer than 2 seeds, or when the differences are identical across seeds (no spread: the seeds "
+    f"may not differ). A claim holds when every comparison holds, does not hold when any does not, has no data "
+    f"when any comparison lacks its cells, and is inconclusive otherwise. The rule judges the direction of an "
+    f"effect, not its size: the paper's 'substantially' and 'wide margin' are shown in its numbers beside ours."
 )
 
 
@@ -67,18 +70,21 @@ def paired_effect(a: list[float], b: list[float], confidence: float = CONFIDENCE
 
 def verdict(effect: PairedEffect, lower_is_better: bool = True) -> str:
     """`holds` when the interval lies wholly on the claimed side of 0, `does not hold` when wholly on the other."""
-    if effect.low is None or effect.high is None:
-        return INCONCLUSIVE
+    if effect.low is None or effect.high is None or effect.low == effect.high:
+        return INCONCLUSIVE  # one seed, or no spread (identical differences: a seeding bug looks like certainty)
     claimed, other = (effect.high < 0, effect.low > 0) if lower_is_better else (effect.low > 0, effect.high < 0)
     return HOLDS if claimed else FAILS if other else INCONCLUSIVE
 
 
 def combine(verdicts: list[str]) -> str:
-    """A claim's verdict from its comparisons': any failure fails it, all holding holds it."""
-    if not verdicts or all(v == NO_DATA for v in verdicts):
+    """A claim's verdict from its comparisons': any failure fails it, any missing data leaves it unjudged, all
+    holding holds it."""
+    if not verdicts:
         return NO_DATA
     if FAILS in verdicts:
         return FAILS
+    if NO_DATA in verdicts:
+        return NO_DATA
     if all(v == HOLDS for v in verdicts):
         return HOLDS
     return INCONCLUSIVE

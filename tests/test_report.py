@@ -214,8 +214,27 @@ def test_claims_section_comes_first_with_a_verdict_per_claim(paper_page):
         verdict = next(td for td in rows[0].find_all("td") if "verdict" in td.cls())
         assert verdict.text() in {"holds", "does not hold", "inconclusive", "no data"}
     # the hand-made table has no cell JSONs: the comparisons say what makes them
-    faster = section.find_all("tr", **{"class": "claim-faster-convergence"})[0]
+    faster = section.find_all("tr", **{"class": "claim-better-and-faster"})[0]
     assert "no data" in faster.text() and "snakemake" in faster.text()
+
+
+def test_claims_section_shows_a_judged_comparison(tmp_path):
+    grid = Plan.load(str(write_preset(tmp_path, paper_scale)), results=tmp_path / "results")
+    grid.table_path.parent.mkdir(parents=True, exist_ok=True)
+    handmade_table(grid).to_csv(grid.table_path, index=False)  # the page's tables; the claims read the cell JSONs
+    for c in grid.cells:  # Fig. 1b: Static c4 lower than SiT on every seed, by different amounts
+        if c.table == "fig1b":
+            fid = [20.0, 21.0, 22.0] if c.run == "sit" else [10.0, 12.0, 11.0]
+            c.path.parent.mkdir(parents=True, exist_ok=True)
+            res = {"table": c.table, "name": c.name, "fingerprint": c.fingerprint, "seeds": [0, 1, 2], "paper": {},
+                   "metrics": {"fid": {"values": fid}}}  # fmt: skip
+            c.path.write_text(json.dumps(res))
+    out = tmp_path / "page.html"
+    assert render.main(["--preset", str(tmp_path / "handmade.yaml"), "--results", str(tmp_path / "results"),
+                        "--out", str(out), "--landing", "none"]) == 0  # fmt: skip
+    section = parse(out).find("section", id="claims")
+    judged = [td for td in section.find_all("td") if "v-holds" in td.cls()]
+    assert len(judged) == 2 and all("-10" in td.text() and "n = 3" in td.text() for td in judged)
 
 
 def test_cell_without_a_paper_value_is_marked_not_reported(paper_page):

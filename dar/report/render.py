@@ -73,7 +73,7 @@ def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path, claim
     tol = tolerances(plan)
     scale = plan.preset.scale
     features = plan.evaluation.features
-    judged, claims_source = verdicts.load(plan, claims)
+    judged, claim_rows, claims_source = verdicts.load(plan, claims)
     return {
         "preset": plan.preset_arg,
         "name": plan.preset.name,
@@ -93,7 +93,7 @@ def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path, claim
         "rendered": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "tables": tables,
-        "claims": {**judged, "rows": verdicts.rows(plan, judged), "count_rows": verdicts.counts(judged), "source": claims_source},
+        "claims": {**judged, "rows": claim_rows, "count_rows": verdicts.counts(judged), "source": claims_source},
         "tolerance_rows": [(METRIC_LABELS[m], tolerance_text(t)) for m, t in tol.items()],
         "tolerance_overridden": bool(plan.evaluation.tolerance),
         "table_source": table_source,
