@@ -63,7 +63,8 @@ def test_digits_extractor_wiring(tmp_path):
     x = digits_net.uint8_to_input(torch.from_numpy(images).permute(0, 3, 1, 2))
     spatial, features, logits = net.eval()(x)
     assert feats["sfid"].shape == (5, 8 * 8 * 7)
-    np.testing.assert_allclose(feats["sfid"], spatial.permute(0, 2, 3, 1)[..., :7].reshape(5, -1).detach(), rtol=1e-6)
+    # batches of 2, 2, 1 against one of 5: float32 convolutions may take another kernel per batch size (last-ulp noise)
+    np.testing.assert_allclose(feats["sfid"], spatial.permute(0, 2, 3, 1)[..., :7].reshape(5, -1).detach(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(feats["features"], features.detach(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(feats["logits"], logits.detach(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(spatial.detach(), F.relu(net.conv1(x)).detach())  # sFID reads conv1 after ReLU

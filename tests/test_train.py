@@ -378,7 +378,7 @@ def test_non_finite_weights_are_never_saved(digits_cache, tmp_path, monkeypatch)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
     with pytest.raises(
-        TrainingDiverged, match=r"the model state holds non-finite values at step 6.*Last good checkpoint: .*latest\.pt"
+        TrainingDiverged, match=r"the model state holds non-finite values at step 6.*Newest checkpoint: .*latest\.pt"
     ):
         train(tiny_cfg(digits_cache, out, iterations=6, ckpt_every=3))
     state = ckpt_io.load(out / "checkpoints" / "latest.pt")
