@@ -372,7 +372,7 @@ def fig5_checks(result: dict) -> list[dict]:
     r = result["ours"]
     both = [min(a, b) for a, b in zip(r["attn"], r["mlp"])]
     K, baseline = len(both), max(r["xt"], r["xt_pooled"])
-    m = max(2, min(K, round(5 * K / 28)))  # the paper's "first five" of 28 blocks; at least one past block 1's tie
+    m = max(2, early_blocks(K))  # the paper's "first five" of 28 blocks; at least one past block 1's tie
     deep = both[K // 2 :]
     above = sum(v > baseline for v in both[1:])
     return [
