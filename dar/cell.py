@@ -98,18 +98,19 @@ def summarize(values: list[float]) -> dict:
 def read_sidecar(cfg: CellConfig, path: str | Path) -> dict:
     side = Path(str(path) + ".json")
     if not Path(path).is_file() or not side.is_file():
-        raise ConfigError(f"sample file {path} or its sidecar {side.name} is missing; make it with: {cfg.snakemake(path)}")
+        remake = cfg.snakemake(cfg.out, "--forcerun", "sample")
+        raise ConfigError(f"sample file {path} or its sidecar {side.name} is missing; make it with: {remake}")
     try:
         return json.loads(side.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(
-            f"sidecar {side} is not valid JSON ({e}); rerun its sampling job: {cfg.snakemake(path, '--force')}"
+            f"sidecar {side} is not valid JSON ({e}); rerun its sampling job: {cfg.snakemake(cfg.out, '--forcerun', 'sample')}"
         ) from None
 
 
 def check_samples(cfg: CellConfig, path: str, sidecar: dict, expected_identity: dict) -> None:
     """Refuse a sample file whose recorded protocol is not the one this cell's grid entry asks for."""
-    ways_out = [f"remake it: {cfg.snakemake(path, '--forcerun', 'sample')}", "fix the grid entry if the grid is what is wrong"]
+    ways_out = [f"remake it: {cfg.snakemake(cfg.out, '--forcerun', 'sample')}", "fix the grid entry if the grid is what is wrong"]
     recorded = {k: sidecar.get(k) for k in cfg.expect}
     if differences(recorded, cfg.expect):
         raise IdentityMismatch(f"cell {cfg.table}/{cfg.name}: sample file", path, recorded, cfg.expect, ways_out)
@@ -133,14 +134,14 @@ def check_checkpoint_bytes(cfg: CellConfig, path: str, sidecar: dict) -> None:
     if not ckpt.is_file():
         raise ConfigError(
             f"cell {cfg.table}/{cfg.name}: sample file {path} was drawn from {ckpt}, which is gone (set aside by --restart, "
-            f"or moved); its samples cannot be vouched for: {cfg.snakemake(path, '--forcerun', 'sample')}"
+            f"or moved); its samples cannot be vouched for: {cfg.snakemake(cfg.out, '--forcerun', 'sample')}"
         )
     rec = ckpt_io.recorded(ckpt)
     now = rec["sha256"] if rec and rec.get("sha256") and "next" not in rec else ckpt_io.sha256(ckpt)
     if now != drawn:
         raise IdentityMismatch(
             f"cell {cfg.table}/{cfg.name}: sample file", path, {"checkpoint_sha256": drawn}, {"checkpoint_sha256": now},
-            [f"resample from the checkpoint as it is now (the run was restarted): {cfg.snakemake(path, '--forcerun', 'sample')}"],
+            [f"resample from the checkpoint as it is now (the run was restarted): {cfg.snakemake(cfg.out, '--forcerun', 'sample')}"],  # noqa: E501
         )  # fmt: skip
 
 

@@ -47,7 +47,7 @@ from dar.errors import HarnessError
 from dar.io import write_json
 from dar.lock import FileLock
 
-DISTRIBUTED_JOBS = {"train", "sample", "cache-latents"}  # one task per GPU; the others run as one task
+DISTRIBUTED_JOBS = {"train", "sample", "sample-sets", "cache-latents"}  # one task per GPU; the others run as one task
 REQUEUE_JOBS = {"train"}
 ACTIVE_SLURM_STATES = {
     "PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "PREEMPTED",

@@ -21,6 +21,7 @@ Layout under <results>/<preset>/ (a fingerprint is 12 hex digits):
     evals/<table>/<cell>/seed<k>.json              per-seed metrics
     cells/<table>/<cell>.json                      a table cell over its seeds (readable name: the target users ask for)
     diagnostics/<figure>.json, bench/kernel.json, table.csv, logs/
+    benchmarks/<rule>/<job>.tsv                    Snakemake's benchmark record of every job (wall time, max RSS)
 
 and under <results>/shared/ what every preset shares (never keyed by preset): the digits
 feature network and the digits reference statistics, their job configs and submitit logs.
@@ -54,6 +55,8 @@ from dar.train.config import TrainConfig
 
 TABLES = ("table1", "table2", "table3", "table4", "fig1b")
 SHARED = "shared"  # <results>/shared: assets every preset shares
+SAMPLE_JOBS = ("per-set", "per-run")  # evaluation.sample_jobs: how sample sets are grouped into sampling jobs
+BENCHMARKS = "benchmarks"  # <root>/benchmarks/<rule>/<job>.tsv: Snakemake's per-job wall time and memory
 DIAGNOSTIC_FIGURES = ("fig2", "fig3", "fig5", "chunk_theory")
 CHECKPOINT_FIGURES = ("fig2", "fig3", "fig5")
 DINOV2_WEIGHTS = "dinov2_vitb14_pretrain.pth"
@@ -93,6 +96,7 @@ class Evaluation:
     shard_size: int
     tolerance: dict
     adm_cross_check: bool  # FID/sFID also by the ADM evaluator's sqrtm, recorded beside them
+    sample_jobs: str  # per-set: one sampling job per sample file; per-run: one per run and seed, drawing all its sets
 
 
 @dataclass(frozen=True)
@@ -168,14 +172,13 @@ class Run:
 
 @dataclass(frozen=True, eq=False)
 class SampleSet:
-    """One sampling job: N samples of one checkpoint under one sampler and guidance setting."""
+    """One sample file: N samples of one checkpoint under one sampler and guidance setting."""
 
     run: Run
     iteration: int
     config: SampleConfig
     identity: dict
     fingerprint: str
-    job: Path
 
     @property
     def path(self) -> Path:
@@ -188,6 +191,34 @@ class SampleSet:
     @property
     def seed(self) -> int:
         return self.config.seed
+
+
+@dataclass(frozen=True, eq=False)
+class SampleJob:
+    """One sampling job: the sample sets one process draws, in order (dar.sampling.sets). Per-set grids (the paper's
+    scale: each set is hours of GPU time) give each set its own job; per-run grids (digits: seconds per set) draw
+    every set of a run's seed in one process, loading torch and the model once instead of once per set.
+
+    Its output is a marker, samples/<run>/seed<k>/<key>.done.json, written after every set of the job is: the key
+    is the set's file stem (per-set) or `sets-<fingerprint of the sets>` (per-run), so a changed set list names a
+    new marker and reruns the job."""
+
+    run: Run
+    key: str
+    sets: tuple[SampleSet, ...]
+    job: Path
+
+    @property
+    def marker(self) -> Path:
+        return self.run_samples_dir / f"{self.key}.done.json"
+
+    @property
+    def run_samples_dir(self) -> Path:
+        return self.sets[0].path.parent
+
+    def config(self) -> dict:
+        """The job's resolved config: each set's SampleConfig and the identity its file must record."""
+        return {"out": str(self.marker), "sets": [{"config": to_dict(s.config), "identity": s.identity} for s in self.sets]}
 
 
 @dataclass(frozen=True, eq=False)
@@ -289,6 +320,7 @@ class Plan:
             shard_size=int(ev.get("shard_size", 1000)),
             tolerance=dict(ev.get("tolerance") or {}),
             adm_cross_check=bool(ev.get("adm_cross_check", True)),
+            sample_jobs=ev.get("sample_jobs", SAMPLE_JOBS[0]),
         )
         # a rehearsal makes random-weight stand-ins of every asset and its data under results/<name>/assets
         self.rehearsal = dict(data["rehearsal"]) if "rehearsal" in data else None
@@ -326,6 +358,8 @@ class Plan:
         self.samples: list[SampleSet] = []
         self._samples_by_path: dict[Path, SampleSet] = {}
         self.cells: list[Cell] = [self._cell(*key) for key in self._cell_keys]
+        self.sample_jobs: list[SampleJob] = self._sample_jobs()
+        self._sample_job_of = {s.path: job for job in self.sample_jobs for s in job.sets}
         self.diagnostics: dict[str, Diagnostic] = self._diagnostics() if self._diag else {}
 
     @classmethod
@@ -412,11 +446,24 @@ class Plan:
     def job_path(self, kind: str, name: str) -> Path:
         return self.root / "jobs" / kind / f"{name}.json"
 
-    def sample_set(self, path: str | Path) -> SampleSet:
-        try:
-            return self._samples_by_path[Path(path)]
-        except KeyError:
-            raise GridError(f"{path} is not a sample file of the {self.preset.name} grid as it is now") from None
+    @property
+    def benchmarks_dir(self) -> Path:
+        """Snakemake's `benchmark:` records of this preset's jobs, one folder per rule (dar.runbench reads them)."""
+        return self.root / BENCHMARKS
+
+    @property
+    def shared_benchmarks_dir(self) -> Path:
+        return self.shared_root / BENCHMARKS
+
+    def sample_job(self, marker: str | Path) -> SampleJob:
+        for job in self.sample_jobs:
+            if job.marker == Path(marker):
+                return job
+        raise GridError(f"{marker} is not a sampling job of the {self.preset.name} grid as it is now")
+
+    def sample_job_of(self, sample_set: SampleSet) -> SampleJob:
+        """The sampling job that draws `sample_set`."""
+        return self._sample_job_of[sample_set.path]
 
     def run_by_dir(self, folder: str | Path) -> Run:
         for r in self.runs.values():
@@ -543,10 +590,24 @@ class Plan:
         cfg.out = str(self.root / "samples" / run.name / f"seed{run.seed}" / f"{stem}.npz")
         path = Path(cfg.out)
         if path not in self._samples_by_path:  # one sampling job serves every cell that needs the file
-            s = SampleSet(run, iteration, cfg, identity, fp, self.job_path("sample", f"{run.name}_seed{run.seed}_{stem}"))
+            s = SampleSet(run, iteration, cfg, identity, fp)
             self._samples_by_path[path] = s
             self.samples.append(s)
         return self._samples_by_path[path]
+
+    def _sample_jobs(self) -> list[SampleJob]:
+        """Group the sample sets into sampling jobs (evaluation.sample_jobs), in the plan's order."""
+        groups: dict[tuple, list[SampleSet]] = {}
+        for s in self.samples:
+            key = (s.run.name, s.run.seed) if self.evaluation.sample_jobs == "per-run" else (s.path,)
+            groups.setdefault(key, []).append(s)
+        jobs = []
+        for sets in groups.values():
+            run = sets[0].run
+            per_set = self.evaluation.sample_jobs == "per-set"
+            key = sets[0].path.stem if per_set else "sets-" + fingerprint([s.fingerprint for s in sets])
+            jobs.append(SampleJob(run, key, tuple(sets), self.job_path("sample", f"{run.name}_seed{run.seed}_{key}")))
+        return jobs
 
     def _cell(self, table: str, run: str, iteration: int, sampler: str, cfg: bool) -> Cell:
         ev = self.evaluation
@@ -654,7 +715,7 @@ class Plan:
         """Every job's resolved config, by the file it is written to."""
         out: dict[Path, dict] = {self.job_path("cache_latents", "cache"): to_dict(self.cache)}
         out.update({r.job: to_dict(r.config) for r in self.runs.values()})
-        out.update({s.job: to_dict(s.config) for s in self.samples})
+        out.update({j.job: j.config() for j in self.sample_jobs})
         out.update({c.job: to_dict(c.config) for c in self.cells})
         out.update({d.job: to_dict(d.config) for d in self.diagnostics.values()})
         out[self.job_path("kernel_bench", "kernel_bench")] = self.kernel_bench_config

@@ -133,3 +133,22 @@ def test_bad_shapes_raise_clear_errors(bad, message):
     sources, q, w = make(2)
     with pytest.raises(ValueError, match=message):
         aggregate(*bad(sources, q, w))
+
+
+@pytest.mark.parametrize("query", ["static", "per-sample", "per-token"])
+def test_normalised_sources_given_by_the_caller_give_the_same_aggregation(query):
+    """A stream's cached rms_normalize(v_i) (fast path) against normalising on every read (slow path): outputs and
+    gradients of sources, query and weight agree."""
+    from dar.routing.aggregate import rms_normalize
+
+    def run(cached):
+        sources, q, w = make(4, B=3, T=5, D=16, query=query, dtype=torch.float32)
+        for x in (*sources, q, w):
+            x.requires_grad_(True)
+        normed = [rms_normalize(v) for v in sources] if cached else None
+        h, alpha = aggregate(sources, q, w, return_alpha=True, normed=normed)
+        (h.square().sum() + (alpha * torch.arange(4.0)[:, None, None]).sum()).backward()
+        return [h, alpha, *(x.grad for x in (*sources, q, w))]
+
+    for fast, slow in zip(run(True), run(False)):
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)

@@ -142,6 +142,23 @@ def test_sample_settings_change_the_sample_file_not_the_run(tmp_path):
     assert batch.cell("table1", "sit_ode_cfg1.5").samples[0].path == c0.samples[0].path, "work splits are not identity"
 
 
+def test_sampling_jobs_group_the_sets_as_the_grid_says(tmp_path):
+    """per-set: one job per sample file; per-run: one per run and seed holding all its sets, in the plan's order; the
+    marker's name changes with the set list, so a changed grid reruns the job."""
+    per_set = Plan.load(preset_file(tmp_path, lambda d: d["evaluation"].update(sample_jobs="per-set"), name="a.yaml"))
+    per_run = Plan.load(preset_file(tmp_path, lambda d: d["evaluation"].update(sample_jobs="per-run"), name="b.yaml"))
+    assert [j.sets for j in per_set.sample_jobs] == [(s,) for s in per_set.samples]
+    assert all(j.marker == j.sets[0].path.with_name(j.sets[0].path.stem + ".done.json") for j in per_set.sample_jobs)
+    sampled = {s.run for s in per_run.samples}
+    assert len(per_run.sample_jobs) == len(sampled) > 1
+    for run in sampled:
+        (job,) = [j for j in per_run.sample_jobs if j.run is run]
+        assert list(job.sets) == [s for s in per_run.samples if s.run is run]
+        assert all(per_run.sample_job_of(s) is job for s in job.sets)
+    other = preset_file(tmp_path, lambda d: d["evaluation"].update(sample_jobs="per-run", cfg_scale=2.0), name="c.yaml")
+    assert {j.marker for j in Plan.load(other).sample_jobs}.isdisjoint({j.marker for j in per_run.sample_jobs})
+
+
 def test_job_configs_are_the_plans_typed_configs(tmp_path):
     plan = Plan.load("digits", results=tmp_path)
     written = plan.write_job_configs()
@@ -151,7 +168,9 @@ def test_job_configs_are_the_plans_typed_configs(tmp_path):
     assert from_dict(TrainConfig, json.loads(run.job.read_text())) == run.config
     assert run.config.repa and run.config.repa_encoder_weights == str(plan.digits_net)
     s = plan.samples[0]
-    assert from_dict(SampleConfig, json.loads(s.job.read_text())) == s.config
+    job = plan.sample_job_of(s)
+    entry = next(e for e in json.loads(job.job.read_text())["sets"] if e["config"]["out"] == str(s.path))
+    assert from_dict(SampleConfig, entry["config"]) == s.config and entry["identity"] == s.identity
     # the one writer rewrites nothing that did not change, so Snakemake reruns nothing
     mtimes = {p: p.stat().st_mtime_ns for p in written}
     assert plan.write_job_configs() == []

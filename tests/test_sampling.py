@@ -237,3 +237,52 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(ckpt, tmp_path):
     with pytest.raises(NonFiniteError, match=rf"checkpoint {tmp_path / 'bad.pt'} holds non-finite EMA weights"):
         run(cfg(tmp_path / "bad.pt", tmp_path / "s.npz"))
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_a_sampling_job_of_several_sets_draws_what_each_set_alone_draws(ckpt, tmp_path, capsys):
+    """`sample-sets` (the per-run grouping of the digits preset) against `sample` per set (per-set grouping): the
+    same images and labels, the same recorded identity; the marker lists each file with its sha256 and comes last."""
+    from dar.__main__ import main as dar_main
+    from dar.config import to_dict
+    from dar.train.checkpoint import checkpoint_identity, load_for_inference
+    from dar.train.checkpoint import sha256 as ckpt_sha256
+
+    settings = [dict(sampler="ode", cfg_scale=1.0), dict(sampler="sde", cfg_scale=1.5, cfg_channels=None)]
+    _, state = load_for_inference(str(ckpt))
+    ck_identity = checkpoint_identity(state, ckpt_sha256(str(ckpt)))
+    entries = []
+    for i, kw in enumerate(settings):
+        alone = cfg(ckpt, tmp_path / f"alone{i}.npz", **kw)
+        assert dar_main(["sample", "--config", _job(tmp_path, alone)]) == 0
+        grouped = cfg(ckpt, tmp_path / "group" / f"set{i}.npz", batch_size=7, **kw)
+        entries.append({"config": to_dict(grouped), "identity": grouped.identity(ck_identity)})
+    marker = tmp_path / "group" / "sets.done.json"
+    job = tmp_path / "sets.json"
+    job.write_text(json.dumps({"out": str(marker), "sets": entries}))
+    assert dar_main(["sample-sets", "--config", str(job)]) == 0
+    drawn = json.loads(marker.read_text())["sets"]
+    for i, entry in enumerate(entries):
+        a, b = np.load(tmp_path / f"alone{i}.npz"), np.load(entry["config"]["out"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+        assert np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int)).max() <= 1  # batch 5 vs 7: last-ulp rounding
+        side_a = json.loads((tmp_path / f"alone{i}.npz.json").read_text())
+        side_b = json.loads((tmp_path / "group" / f"set{i}.npz.json").read_text())
+        assert side_a["identity"] == side_b["identity"] == entry["identity"]
+        assert drawn[i]["sha256"] == file_sha256(entry["config"]["out"])
+    assert marker.stat().st_mtime >= max((tmp_path / "group" / f"set{i}.npz").stat().st_mtime for i in range(2))
+
+
+def test_a_sampling_job_refuses_a_set_whose_file_records_another_identity(ckpt, tmp_path, capsys):
+    """The grid's expected identity is checked after each set: a checkpoint of another run at the path is an error
+    naming the field, and no marker is written."""
+    from dar.__main__ import main as dar_main
+    from dar.config import to_dict
+
+    c = cfg(ckpt, tmp_path / "set.npz")
+    wrong = c.identity({"run": "0" * 12, "iteration": 4})
+    marker = tmp_path / "sets.done.json"
+    job = tmp_path / "sets.json"
+    job.write_text(json.dumps({"out": str(marker), "sets": [{"config": to_dict(c), "identity": wrong}]}))
+    assert dar_main(["sample-sets", "--config", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert "identity.checkpoint.run" in err and not marker.exists()

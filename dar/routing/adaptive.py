@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dar.routing.backend import get_aggregate_fn
+from dar.routing.aggregate import rms_normalize
+from dar.routing.backend import get_aggregate_fn, uses_kernel
 from dar.routing.base import Routing, Stream
 from dar.routing.chunks import check_chunk_size, dead_after, final_sources, sublayer_sources
 
@@ -68,13 +69,24 @@ class DARStream(Stream):
         super().__init__(routing)
         self.t_emb = t_emb
         self.v: list[Tensor | None] = [x0]  # v_0 .. v_l; entries no one reads again become None
+        # rms_normalize(v_i), computed at a source's first read and reused by every later aggregator that reads it,
+        # on the reference path only: the fused kernel normalises inside its one pass
+        self.xhat: list[Tensor | None] | None = None if uses_kernel(routing.backend, x0) else [None]
+
+    def _normed(self, sources: tuple[int, ...]) -> list[Tensor] | None:
+        if self.xhat is None:
+            return None
+        for i in sources:
+            if self.xhat[i] is None:
+                self.xhat[i] = rms_normalize(self.v[i])
+        return [self.xhat[i] for i in sources]
 
     def _aggregate(self, agg: Aggregator, sources: tuple[int, ...], prev: Tensor):
         r = self.routing
         q = agg.make_query(prev, self.t_emb)
         srcs = [self.v[i] for i in sources]
         want_alpha = bool(self.observers)
-        out = r.aggregate_fn(srcs, q, agg.norm_weight, return_alpha=want_alpha)
+        out = r.aggregate_fn(srcs, q, agg.norm_weight, return_alpha=want_alpha, normed=self._normed(sources))
         h, alpha = out if want_alpha else (out, None)
         return h, sources, alpha
 
@@ -84,8 +96,12 @@ class DARStream(Stream):
 
     def _write(self, l, v):
         self.v.append(v)
+        if self.xhat is not None:
+            self.xhat.append(None)
         for i in dead_after(l, self.routing.chunk, self.num_sublayers):
             self.v[i] = None  # free activations no later aggregator reads (inference memory)
+            if self.xhat is not None:
+                self.xhat[i] = None
 
     def _read_final(self):
         r = self.routing

@@ -65,16 +65,29 @@ def scaled_query(query: Tensor, norm_weight: Tensor, T: int) -> Tensor:
     return u
 
 
-def source_logits(sources: Sequence[Tensor], query: Tensor, norm_weight: Tensor, eps: float = RMS_EPS) -> Tensor:
-    """Routing logits s_i = q . k_i / sqrt(D) for every source: [N, B, T] in fp32."""
+def rms_normalize(v: Tensor, eps: float = RMS_EPS) -> Tensor:
+    """xhat = v / RMS(v) over the last dim, in fp32: the key of Eq. 5 without its weight (folded into the query).
+
+    It depends on the source alone, so a stream computes it once per source and every aggregator that reads the
+    source reuses it (`normed=` below): the same values as normalising on every read, at a fraction of the ops."""
+    v = v.float()
+    return v * torch.rsqrt(v.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+
+def source_logits(
+    sources: Sequence[Tensor], query: Tensor, norm_weight: Tensor, eps: float = RMS_EPS, normed: Sequence[Tensor] | None = None
+) -> Tensor:
+    """Routing logits s_i = q . k_i / sqrt(D) for every source: [N, B, T] in fp32.
+
+    normed: rms_normalize(v_i) of each source when the caller keeps them (a stream does), else computed here."""
     _, T, _ = check_sources(sources, query, norm_weight)
     u = scaled_query(query, norm_weight, T)
-    logits = []
-    for v in sources:
-        v = v.float()
-        xhat = v * torch.rsqrt(v.pow(2).mean(dim=-1, keepdim=True) + eps)  # RMSNorm without weight
-        logits.append((xhat * u).sum(dim=-1))  # [B, T]
-    return torch.stack(logits)  # [N, B, T]
+    xhats = normed if normed is not None else [rms_normalize(v, eps) for v in sources]
+    if u.dim() == 1 or u.shape[1] == 1:  # static or per-sample: one query for all of a sample's tokens
+        B, _, D = xhats[0].shape  # the same batched matrix-vector product for both (a static query with e(t) = 0
+        col = u.reshape(-1, D, 1).expand(B, D, 1)  # gives the explicit variant's numbers exactly): [B, D, 1]
+        return torch.stack([torch.bmm(xhat, col).squeeze(-1) for xhat in xhats])  # [N, B, T]
+    return torch.stack([(xhat * u).sum(dim=-1) for xhat in xhats])  # per-token
 
 
 def aggregate(
@@ -83,13 +96,15 @@ def aggregate(
     norm_weight: Tensor,
     eps: float = RMS_EPS,
     return_alpha: bool = False,
+    normed: Sequence[Tensor] | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Eq. 5: softmax-weighted sum of the sources.
 
     sources: N tensors [B, T, D]; query: [D], [B, D] or [B, T, D];
-    norm_weight: [D]. Returns h [B, T, D] (and alpha [N, B, T] if asked).
+    norm_weight: [D]; normed: optional rms_normalize(v_i) of each source (see source_logits).
+    Returns h [B, T, D] (and alpha [N, B, T] if asked).
     """
-    alpha = torch.softmax(source_logits(sources, query, norm_weight, eps), dim=0)  # [N, B, T]
+    alpha = torch.softmax(source_logits(sources, query, norm_weight, eps, normed), dim=0)  # [N, B, T]
     h = alpha[0].unsqueeze(-1) * sources[0].float()
     for i in range(1, len(sources)):
         h = h + alpha[i].unsqueeze(-1) * sources[i].float()

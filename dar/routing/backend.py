@@ -49,21 +49,37 @@ def _load_kernel() -> AggregateFn:
 
 
 def triton_aggregate(
-    sources: Sequence[Tensor], query: Tensor, norm_weight: Tensor, eps: float = RMS_EPS, return_alpha: bool = False
+    sources: Sequence[Tensor],
+    query: Tensor,
+    norm_weight: Tensor,
+    eps: float = RMS_EPS,
+    return_alpha: bool = False,
+    normed: Sequence[Tensor] | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """The fused kernel with the reference's signature (alpha requests go to the reference)."""
+    """The fused kernel with the reference's signature (alpha requests go to the reference). The kernel normalises
+    the sources inside its fused pass, so a caller's `normed` serves only the reference."""
     if return_alpha:
-        return aggregate(sources, query, norm_weight, eps, return_alpha=True)
+        return aggregate(sources, query, norm_weight, eps, return_alpha=True, normed=normed)
     return _load_kernel()(sources, query, norm_weight, eps)
 
 
+def uses_kernel(backend: str, x: Tensor) -> bool:
+    """Whether `backend` computes a read of sources like `x` (without alpha) with the fused kernel."""
+    return backend == "triton" or (backend == "auto" and HAS_TRITON and x.is_cuda)
+
+
 def auto_aggregate(
-    sources: Sequence[Tensor], query: Tensor, norm_weight: Tensor, eps: float = RMS_EPS, return_alpha: bool = False
+    sources: Sequence[Tensor],
+    query: Tensor,
+    norm_weight: Tensor,
+    eps: float = RMS_EPS,
+    return_alpha: bool = False,
+    normed: Sequence[Tensor] | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The fused kernel for CUDA inputs when Triton is installed, the reference otherwise."""
-    if not return_alpha and HAS_TRITON and len(sources) > 0 and sources[0].is_cuda:
+    if not return_alpha and len(sources) > 0 and uses_kernel("auto", sources[0]):
         return _load_kernel()(sources, query, norm_weight, eps)
-    return aggregate(sources, query, norm_weight, eps, return_alpha=return_alpha)
+    return aggregate(sources, query, norm_weight, eps, return_alpha=return_alpha, normed=normed)
 
 
 def get_aggregate_fn(backend: str) -> AggregateFn:

@@ -21,6 +21,7 @@ import torch
 from dar.io import write_json
 from dar.models import build_model
 from dar.provenance import environment
+from dar.train.optim import ema_update, make_optimizer
 from dar.transport.path import interpolate
 
 
@@ -42,7 +43,8 @@ def bench_one(
         model_name, routing, input_size=input_size, in_channels=in_channels, num_classes=num_classes, routing_backend=backend
     ).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).float()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0)
+    opt = make_optimizer(model.parameters(), lr=1e-4, weight_decay=0, betas=(0.9, 0.999))
+    ema_params, model_params = list(ema.parameters()), list(model.parameters())
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (device.type == "cuda" and precision == "bf16") else nullcontext()
     x1 = torch.randn(batch, in_channels, input_size, input_size, device=device)
     y = torch.randint(0, num_classes, (batch,), device=device)
@@ -55,9 +57,7 @@ def bench_one(
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm.float(), 1e-4)
+        ema_update(ema_params, model_params, 0.9999)
 
     for _ in range(warmup):
         step()

@@ -39,6 +39,7 @@ from dar.repa import HiddenCapture, alignment_loss, build_encoder, build_project
 from dar.routing import AlphaRecorder
 from dar.train import checkpoint as ckpt_io
 from dar.train.config import TrainConfig
+from dar.train.optim import ema_update, load_state, make_optimizer
 from dar.transport.path import interpolate
 
 
@@ -277,7 +278,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
     repa = REPATrainer(cfg, model, data, dev) if cfg.repa else None
     trained = model if repa is None else repa  # the module DDP wraps: SiT, or SiT + REPA projector
     params = [p for p in trained.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
+    opt = make_optimizer(params, cfg.lr, cfg.weight_decay, cfg.adam_betas)
+    ema_params, model_params = list(ema.parameters()), list(model.parameters())
     order = DataOrder(len(data), cfg.global_batch, cfg.seed)
 
     replaced = set_aside(run_dir) if (cfg.restart and info.is_main) else None
@@ -306,7 +308,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
         ema.load_state_dict(state["ema"])
         if repa is not None:
             repa.projector.load_state_dict(state["projector"])
-        opt.load_state_dict(state["opt"])
+        load_state(opt, state["opt"])
         for group in opt.param_groups:  # the config's values (equal by identity), never a stale state's
             group.update(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
         start = int(state["step"])
@@ -381,9 +383,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
             raise _diverged(run_dir, f"loss is {loss.item()} and gradient norm {grad_norm.item()} at step {step + 1}")
         opt.step()
         opt.zero_grad(set_to_none=True)
-        with torch.no_grad():  # EMA in fp32: ema = d * ema + (1 - d) * model
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm.detach().float(), 1.0 - cfg.ema_decay)
+        ema_update(ema_params, model_params, cfg.ema_decay)  # EMA in fp32: ema = d * ema + (1 - d) * model
         done = step + 1
         steps_since += 1
         if bar is not None:

@@ -8,6 +8,8 @@ rule kernel_bench:
         result=KERNEL_BENCH,
     log:
         f"{R}/logs/kernel_bench.log",
+    benchmark:
+        bench("kernel_bench", "kernel_bench")
     threads: 1
     resources:
         **res(time_min=60),

@@ -42,6 +42,12 @@ def launch(job, name, folder=f"{R}/submitit"):
     )
 
 
+def bench(rule, name, shared=False):
+    """The job's Snakemake benchmark record (wall time, max RSS): <root>/benchmarks/<rule>/<name>.tsv, read by
+    `python -m dar run-bench` for the stage breakdown of a run. Wildcards in `name` stay Snakemake's."""
+    return str((PLAN.shared_benchmarks_dir if shared else PLAN.benchmarks_dir) / rule / f"{name}.tsv")
+
+
 def assets_inputs(w=None):
     """The fetched-assets marker, for the jobs that read pretrained assets (paper scale)."""
     return [str(PLAN.assets_marker)] if PLAN.needs_assets else []
@@ -62,13 +68,13 @@ def train_inputs(w):
 
 
 def sample_inputs(w):
-    s = PLAN.sample_set(f"{R}/samples/{w.run}/seed{w.seed}/{w.stem}.npz")
-    return {"config": str(s.job), "done": ancient(str(s.run.done)), "assets": assets_inputs()}
+    job = PLAN.sample_job(f"{R}/samples/{w.run}/seed{w.seed}/{w.key}.done.json")
+    return {"config": str(job.job), "done": ancient(str(job.run.done)), "assets": assets_inputs()}
 
 
 def cell_inputs(w):
     cell = PLAN.cell(w.table, w.name)
-    ins = {"config": str(cell.job), "samples": [str(s.path) for s in cell.samples]}
+    ins = {"config": str(cell.job), "samples": sorted({str(PLAN.sample_job_of(s).marker) for s in cell.samples})}
     if PLAN.evaluation.features == "digits":
         ins["reference"], ins["weights"] = str(PLAN.reference), str(PLAN.digits_net)
     else:

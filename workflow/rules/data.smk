@@ -9,6 +9,8 @@ if PLAN.rehearsal is None:
             marker=directory(PLAN.assets_marker),
         log:
             f"{R}/logs/fetch_assets.log",
+        benchmark:
+            bench("fetch_assets", "fetch_assets")
         params:
             dest=PLAN.assets_dir,
         conda:
@@ -27,6 +29,8 @@ else:
             marker=directory(PLAN.assets_marker),
         log:
             f"{R}/logs/rehearsal_assets.log",
+        benchmark:
+            bench("rehearsal_assets", "rehearsal_assets")
         conda:
             ENV
         localrule: True
@@ -42,6 +46,8 @@ rule cache_latents:
         index=LATENTS,
     log:
         f"{R}/logs/cache_latents.log",
+    benchmark:
+        bench("cache_latents", "cache_latents")
     threads: 1
     resources:
         **res(time_min=60),
@@ -60,6 +66,8 @@ rule digits_features:
         weights=str(PLAN.digits_net),
     log:
         f"{S}/logs/digits_features.log",
+    benchmark:
+        bench("digits_features", "digits_features", shared=True)
     threads: 1
     resources:
         **res(time_min=30),
@@ -77,6 +85,8 @@ rule reference_stats:
         stats=f"{S}/reference/{{ref}}.npz",
     log:
         f"{S}/logs/reference_{{ref}}.log",
+    benchmark:
+        bench("reference_stats", "{ref}", shared=True)
     threads: 1
     resources:
         **res(time_min=30),

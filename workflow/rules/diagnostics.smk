@@ -18,6 +18,8 @@ rule diagnose:
         figure="fig2|fig3|fig5",
     log:
         f"{R}/logs/diagnostics_{{figure}}.log",
+    benchmark:
+        bench("diagnose", "{figure}")
     threads: 1
     resources:
         **res(time_min=120),
@@ -37,6 +39,8 @@ rule chunk_theory:
         figure=f"{R}/diagnostics/chunk_theory.png",
     log:
         f"{R}/logs/diagnostics_chunk_theory.log",
+    benchmark:
+        bench("chunk_theory", "chunk_theory")
     conda:
         ENV
     localrule: True

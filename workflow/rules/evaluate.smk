@@ -9,6 +9,8 @@ rule cell:
         result=f"{R}/cells/{{table}}/{{name}}.json",
     log:
         f"{R}/logs/cells/{{table}}_{{name}}.log",
+    benchmark:
+        bench("cell", "{table}_{name}")
     threads: 1
     resources:
         **res(time_min=60),
@@ -26,6 +28,8 @@ rule collate:
         json=str(PLAN.table_path).removesuffix(".csv") + ".json",
     log:
         f"{R}/logs/collate.log",
+    benchmark:
+        bench("collate", "collate")
     params:
         preset=PLAN.preset_arg,
         results=PLAN.results,
@@ -45,6 +49,8 @@ rule claims:
         PLAN.claims_path,
     log:
         f"{R}/logs/claims.log",
+    benchmark:
+        bench("claims", "claims")
     params:
         preset=PLAN.preset_arg,
         results=PLAN.results,

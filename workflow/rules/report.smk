@@ -21,6 +21,8 @@ rule report:
         landing=report("reports/index.html", category="Report", labels={"preset": "all", "page": "list of presets"}),
     log:
         f"{R}/logs/report.log",
+    benchmark:
+        bench("report", "report")
     params:
         preset=PLAN.preset_arg,
         results=PLAN.results,

@@ -13,6 +13,8 @@ rule train:
         folder=r"seed\d+-[0-9a-f]+",
     log:
         f"{R}/logs/train/{{run}}_{{folder}}.log",
+    benchmark:
+        bench("train", "{run}_{folder}")
     threads: 1
     resources:
         **res(time_min=240),
