@@ -20,6 +20,7 @@ COMMANDS = {
     "sample-sets": ("dar.sampling.sets", "the sample sets of one sampling job, in one process (the workflow's sample rule)"),
     "cells": ("dar.cells", "list every table cell of a preset with its target path and rerun command"),
     "cell": ("dar.cell", "evaluate one table cell over its seeds (the job behind each cell target)"),
+    "cell-group": ("dar.cellgroup", "evaluate every cell of one evaluation job in one process (per-table cell jobs)"),
     "collate": ("dar.collate", "collate every cell result of a preset into one table"),
     "claims": ("dar.claims", "judge the paper's claims on a preset's cells and diagnostics (claims.json)"),
     "fetch-assets": ("dar.assets", "download every pretrained asset into one folder (run where the network is)"),
@@ -59,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(command: str, args: list[str]) -> int:
     """A command's main(args); an expected failure (dar.errors.HarnessError, a missing file) is one `error:` line
     and status 2, anything else an `error: unexpected ...` line and status 1; tracebacks only under --debug."""
+    from dar import allocator
     from dar.config import debug_mode
     from dar.errors import HarnessError
 
+    allocator.tune()  # keep activation buffers in the process (dar/allocator.py)
     try:
         module = importlib.import_module(COMMANDS[command][0])
         return module.main(args) or 0

@@ -44,4 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the {plan.preset.name} grid has no {args.table} cells (tables.{args.table} in {plan.preset.source})")
     for c in cells:
         print(f"{c.table:<7} {c.name:<34} {c.path}\n        rerun: {plan.rerun_command(c.path, '--force')}")
+    if plan.evaluation.cell_jobs == "per-table":
+        print("(evaluation.cell_jobs: per-table: one job evaluates every cell of a table, so a rerun remakes its whole table)")
     return 0

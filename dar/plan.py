@@ -56,6 +56,7 @@ from dar.train.config import TrainConfig
 TABLES = ("table1", "table2", "table3", "table4", "fig1b")
 SHARED = "shared"  # <results>/shared: assets every preset shares
 SAMPLE_JOBS = ("per-set", "per-run")  # evaluation.sample_jobs: how sample sets are grouped into sampling jobs
+CELL_JOBS = ("per-cell", "per-table")  # evaluation.cell_jobs: how table cells are grouped into evaluation jobs
 BENCHMARKS = "benchmarks"  # <root>/benchmarks/<rule>/<job>.tsv: Snakemake's per-job wall time and memory
 DIAGNOSTIC_FIGURES = ("fig2", "fig3", "fig5", "chunk_theory")
 CHECKPOINT_FIGURES = ("fig2", "fig3", "fig5")
@@ -97,6 +98,7 @@ class Evaluation:
     tolerance: dict
     adm_cross_check: bool  # FID/sFID also by the ADM evaluator's sqrtm, recorded beside them
     sample_jobs: str  # per-set: one sampling job per sample file; per-run: one per run and seed, drawing all its sets
+    cell_jobs: str  # per-cell: one evaluation job per cell; per-table: one per table, evaluating all its cells
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,23 @@ class Cell:
 
 
 @dataclass(frozen=True, eq=False)
+class CellJob:
+    """One evaluation job: the cells one process evaluates, in order (dar/cellgroup.py). Per-cell grids (the paper's
+    scale: a cell is minutes of Inception features on a GPU) give each cell its own job (`python -m dar cell`, the
+    workflow's `cell` rule); per-table grids (digits: a cell evaluates in about a second, while starting a process
+    that imports torch and torch-fidelity took five) evaluate every cell of a table in one process, a rule
+    `cells_<table>` whose outputs are the table's cell JSONs. Either way each cell's JSON is what `python -m dar
+    cell` writes for it alone."""
+
+    key: str  # the table (per-table), or <table>/<name> (per-cell)
+    cells: tuple[Cell, ...]
+    job: Path
+
+    def config(self) -> dict:
+        return {"cells": [to_dict(c.config) for c in self.cells]}
+
+
+@dataclass(frozen=True, eq=False)
 class Diagnostic:
     figure: str
     config: Any  # dar.diagnostics.job.DiagnoseConfig
@@ -321,6 +340,7 @@ class Plan:
             tolerance=dict(ev.get("tolerance") or {}),
             adm_cross_check=bool(ev.get("adm_cross_check", True)),
             sample_jobs=ev.get("sample_jobs", SAMPLE_JOBS[0]),
+            cell_jobs=ev.get("cell_jobs", CELL_JOBS[0]),
         )
         # a rehearsal makes random-weight stand-ins of every asset and its data under results/<name>/assets
         self.rehearsal = dict(data["rehearsal"]) if "rehearsal" in data else None
@@ -348,6 +368,7 @@ class Plan:
             for name, r in data["runs"].items()
         }
         self.kernel_bench_device = data.get("kernel_bench", {}).get("device", "cuda")
+        self.kernel_bench_methods = tuple(data.get("kernel_bench", {}).get("methods", ()))
         self.cache = self._cache_config()
         self.cache_fingerprint = fingerprint(self.cache.identity())
         self._diag = data.get("diagnostics") or None
@@ -360,6 +381,7 @@ class Plan:
         self.cells: list[Cell] = [self._cell(*key) for key in self._cell_keys]
         self.sample_jobs: list[SampleJob] = self._sample_jobs()
         self._sample_job_of = {s.path: job for job in self.sample_jobs for s in job.sets}
+        self.cell_jobs: list[CellJob] = self._cell_jobs()
         self.diagnostics: dict[str, Diagnostic] = self._diagnostics() if self._diag else {}
 
     @classmethod
@@ -609,6 +631,18 @@ class Plan:
             jobs.append(SampleJob(run, key, tuple(sets), self.job_path("sample", f"{run.name}_seed{run.seed}_{key}")))
         return jobs
 
+    def _cell_jobs(self) -> list[CellJob]:
+        """Group the cells into evaluation jobs (evaluation.cell_jobs), in the plan's order."""
+        if self.evaluation.cell_jobs == "per-cell":
+            return [CellJob(f"{c.table}/{c.name}", (c,), c.job) for c in self.cells]
+        tables: dict[str, list[Cell]] = {}
+        for c in self.cells:
+            tables.setdefault(c.table, []).append(c)
+        return [CellJob(t, tuple(cells), self.job_path("cell", f"{t}.cells")) for t, cells in tables.items()]
+
+    def cell_job_of(self, cell: Cell) -> CellJob:
+        return next(j for j in self.cell_jobs if cell in j.cells)
+
     def _cell(self, table: str, run: str, iteration: int, sampler: str, cfg: bool) -> Cell:
         ev = self.evaluation
         scale = ev.cfg_scale if cfg else 1.0
@@ -708,7 +742,8 @@ class Plan:
 
     @property
     def kernel_bench_config(self) -> dict:
-        return {"device": self.kernel_bench_device, "out": str(self.kernel_bench)}
+        methods = {"methods": list(self.kernel_bench_methods)} if self.kernel_bench_methods else {}
+        return {"device": self.kernel_bench_device, "out": str(self.kernel_bench), **methods}
 
     # ------------------------------------------------------------------ job configs
     def job_configs(self) -> dict[Path, dict]:
@@ -717,6 +752,8 @@ class Plan:
         out.update({r.job: to_dict(r.config) for r in self.runs.values()})
         out.update({j.job: j.config() for j in self.sample_jobs})
         out.update({c.job: to_dict(c.config) for c in self.cells})
+        if self.evaluation.cell_jobs == "per-table":
+            out.update({j.job: j.config() for j in self.cell_jobs})
         out.update({d.job: to_dict(d.config) for d in self.diagnostics.values()})
         out[self.job_path("kernel_bench", "kernel_bench")] = self.kernel_bench_config
         if self.rehearsal is not None:

@@ -2,16 +2,25 @@
 
     python -m dar run-bench --preset digits                 # after `snakemake --cores 2`
     python -m dar run-bench --preset digits --no-steps      # the stage breakdown only
+    python -m dar run-bench --preset digits --allocator     # and the allocator comparison
 
 1. Stage breakdown: every job's Snakemake `benchmark:` record (results/<preset>/benchmarks/<rule>/,
    and results/shared/benchmarks/ for the assets every preset shares), summed per rule: jobs, wall
-   seconds, CPU seconds, the longest job and the largest peak RSS; then the run's span, from the
-   first job's start to the last job's end (each record's file time minus its wall time), and the
-   CPU seconds of all jobs over span x cores, the share of the machine the run kept busy.
+   seconds and their share, the longest job and the largest peak RSS; then the run's span, from the
+   first job's start to the last job's end (each record's file time minus its wall time).
 2. Step times: one optimizer step (forward, backward, AdamW, EMA; dar.train.bench) of every
    (model, routing) of the preset's runs at the preset's batch, on this machine's CPU with one
    thread per job as the workflow's rules run them (`--threads`), residual first and each
    routing's time relative to it. REPA runs are timed without REPA's encoder and loss.
+3. Sampler forwards: one no-grad forward of each (model, routing) at the preset's sampling batch,
+   per sample (a sample file costs num_samples x NFE of these, twice with guidance).
+4. `--allocator`: the residual model's sampler forward in two fresh processes, with glibc's
+   default allocator settings and with dar.allocator's, and the minor page faults of each.
+
+The job counts are Snakemake's; their wall seconds, summed per rule, over the span times the
+cores give the share of the span that the job slots were occupied. (The records' CPU seconds
+miss the work of jobs that the local submitit cluster runs outside the launcher's process tree,
+so they are not summed.)
 
 A benchmark, not a test: the numbers depend on the machine and its load. Record them with the
 date and the machine (README, Measured).
@@ -23,6 +32,9 @@ import argparse
 import csv
 import json
 import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +78,7 @@ def read_records(folder: Path) -> list[JobRecord]:
 
 
 def stage_breakdown(records: list[JobRecord], cores: int) -> dict:
-    """Per rule: jobs, wall, CPU, longest job, peak RSS; and the run's span and busy share."""
+    """Per rule: jobs, wall, CPU (as recorded), longest job, peak RSS; the run's span and how occupied its cores were."""
     rules: dict[str, dict] = {}
     for r in records:
         s = rules.setdefault(r.rule, {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0, "longest_s": 0.0, "longest": "", "max_rss_mb": 0.0})
@@ -78,28 +90,29 @@ def stage_breakdown(records: list[JobRecord], cores: int) -> dict:
         if r.max_rss_mb == r.max_rss_mb:
             s["max_rss_mb"] = max(s["max_rss_mb"], r.max_rss_mb)
     span = max(r.end for r in records) - min(r.start for r in records) if records else 0.0
-    cpu = sum(s["cpu_s"] for s in rules.values())
+    wall = sum(s["wall_s"] for s in rules.values())
     return {
         "rules": dict(sorted(rules.items(), key=lambda kv: -kv[1]["wall_s"])),
         "jobs": len(records),
         "span_s": span,
-        "cpu_s": cpu,
+        "job_s": wall,
         "cores": cores,
-        "busy": cpu / (span * cores) if span > 0 else 0.0,
+        "occupied": wall / (span * cores) if span > 0 else 0.0,
     }
 
 
 def print_breakdown(b: dict) -> None:
-    print(f"{'rule':<16} {'jobs':>5} {'wall s':>9} {'CPU s':>9} {'mean s':>8} {'peak RSS MB':>12}  longest job")
+    print(f"{'rule':<16} {'jobs':>5} {'wall s':>9} {'share':>6} {'mean s':>8} {'peak RSS MB':>12}  longest job")
     for rule, s in b["rules"].items():
+        share = s["wall_s"] / b["job_s"] if b["job_s"] else 0.0
         print(
-            f"{rule:<16} {s['jobs']:>5} {s['wall_s']:>9.1f} {s['cpu_s']:>9.1f} {s['wall_s'] / s['jobs']:>8.1f} "
+            f"{rule:<16} {s['jobs']:>5} {s['wall_s']:>9.1f} {share:>6.0%} {s['wall_s'] / s['jobs']:>8.1f} "
             f"{s['max_rss_mb']:>12.0f}  {s['longest']} ({s['longest_s']:.1f} s)"
         )
     m, sec = divmod(b["span_s"], 60)
     print(
         f"{b['jobs']} jobs; span {int(m)} min {sec:.0f} s from the first job's start to the last job's end; "
-        f"{b['cpu_s']:.0f} CPU s = {b['busy']:.0%} of {b['cores']} cores over the span"
+        f"{b['job_s']:.0f} job-seconds = {b['occupied']:.0%} of {b['cores']} cores over the span"
     )
 
 
@@ -115,6 +128,11 @@ def data_shape(plan: Plan) -> tuple[int, int, int]:
     raise SystemExit(f"error: no latent cache at {index} to read the latent shape from; run the cache_latents job first")
 
 
+def residual_first(pair: tuple) -> tuple:
+    """Sort key of (model, routing, ...): by model, each model's residual first."""
+    return pair[0], pair[1] != "residual", pair[1]
+
+
 def step_times(plan: Plan, steps: int, warmup: int, threads: int) -> list[dict]:
     import torch
 
@@ -123,7 +141,9 @@ def step_times(plan: Plan, steps: int, warmup: int, threads: int) -> list[dict]:
     torch.set_num_threads(threads)
     size, channels, classes = data_shape(plan)
     seen, rows = set(), []
-    pairs = sorted({(r.model, r.routing, r.config.global_batch) for r in plan.runs.values()}, key=lambda p: p[1] != "residual")
+    pairs = sorted(
+        {(r.model, r.routing, r.config.global_batch) for r in plan.runs.values()}, key=lambda p: (p[0], p[1] != "residual", p[1])
+    )
     for model, routing, batch in pairs:
         if (model, routing) in seen:
             continue
@@ -134,11 +154,86 @@ def step_times(plan: Plan, steps: int, warmup: int, threads: int) -> list[dict]:
 
 
 def print_steps(rows: list[dict], threads: int) -> None:
-    base = next((r["sec_per_step"] for r in rows if r["routing"] == "residual"), None)
-    print(f"\nstep time on this CPU, {threads} thread(s), fp32 (forward, backward, AdamW, EMA):")
+    base = {r["model"]: r["sec_per_step"] for r in rows if r["routing"] == "residual"}
+    print(f"\nstep time on this CPU, {threads} thread(s), fp32 (forward, backward, AdamW, EMA), vs the model's residual:")
     for r in rows:
-        rel = f"{r['sec_per_step'] / base:5.2f}x residual" if base else ""
+        rel = f"{r['sec_per_step'] / base[r['model']]:5.2f}x residual" if r["model"] in base else ""
         print(f"  {r['model']:<12} {r['routing']:<22} batch {r['batch']:<4} {r['sec_per_step'] * 1e3:7.1f} ms/step  {rel}")
+
+
+def forward_one(
+    model_name: str, routing: str, batch: int, shape: tuple[int, int, int], samples: int = 2000, repeats: int = 5
+) -> dict:
+    """Microseconds per sample of a no-grad sampler forward (the best of `repeats` timings of `samples` samples' worth),
+    with the minor page faults per forward."""
+    import resource
+
+    import torch
+
+    from dar.models import build_model
+
+    size, channels, classes = shape
+    torch.manual_seed(0)
+    model = build_model(model_name, routing, input_size=size, in_channels=channels, num_classes=classes).eval()
+    x, t = torch.randn(batch, channels, size, size), torch.rand(batch)
+    y = torch.randint(0, classes, (batch,))
+    n = max(1, samples // batch)
+    best, faults = float("inf"), 0
+    with torch.no_grad():
+        for _ in range(3):
+            model(x, t, y)
+        for _ in range(repeats):
+            f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time()
+            for _ in range(n):
+                model(x, t, y)
+            best = min(best, (time.process_time() - t0) / (n * batch))
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    per = {"us_per_sample": best * 1e6, "faults_per_forward": faults / n}
+    return {"model": model_name, "routing": routing, "batch": batch, **per}
+
+
+def forward_times(plan: Plan, threads: int, samples: int = 2000) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(threads)
+    shape = data_shape(plan)
+    pairs = sorted({(r.model, r.routing) for r in plan.runs.values()}, key=residual_first)
+    return [forward_one(m, r, plan.evaluation.batch_size, shape, samples) for m, r in pairs]
+
+
+def print_forwards(rows: list[dict], threads: int) -> None:
+    base = {r["model"]: r["us_per_sample"] for r in rows if r["routing"] == "residual"}
+    print(f"\nsampler forward on this CPU, {threads} thread(s), fp32, no grad, per sample, vs the model's residual:")
+    for r in rows:
+        rel = f"{r['us_per_sample'] / base[r['model']]:5.2f}x residual" if r["model"] in base else ""
+        print(f"  {r['model']:<12} {r['routing']:<22} batch {r['batch']:<4} {r['us_per_sample']:7.1f} us/sample  {rel}")
+
+
+def allocator_ab(plan: Plan, threads: int, samples: int = 2000) -> list[dict]:
+    """The residual sampler forward at the sampling batch and at 5x it, in fresh processes (glibc reads its settings
+    once): the default allocator settings, then dar.allocator's."""
+    model = next(r.model for r in plan.runs.values() if r.routing == "residual")
+    rows = []
+    for setting in ("default", "tuned"):
+        for batch in (plan.evaluation.batch_size, 5 * plan.evaluation.batch_size):
+            code = (
+                "import json, sys, torch; from dar import allocator; from dar.runbench import forward_one\n"
+                f"{'allocator.tune()' if setting == 'tuned' else 'pass'}; torch.set_num_threads({threads})\n"
+                f"print(json.dumps(forward_one({model!r}, 'residual', {batch}, {tuple(data_shape(plan))!r}, {samples})))"
+            )
+            env = {**os.environ, "DAR_MALLOC": "default" if setting == "default" else ""}
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+            rows.append({"allocator": setting, **json.loads(out.strip().splitlines()[-1])})
+    return rows
+
+
+def print_allocator(rows: list[dict]) -> None:
+    print("\nallocator (residual sampler forward, fresh process each):")
+    for r in rows:
+        print(
+            f"  {r['allocator']:<8} batch {r['batch']:<4} {r['us_per_sample']:7.1f} us/sample  "
+            f"{r['faults_per_forward']:8.0f} minor page faults per forward"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="digits", help="preset name or grid file (default: digits)")
     p.add_argument("--results", default="results", help="results root the workflow wrote (default: results)")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores the run had (default: this machine's)")
-    p.add_argument("--no-steps", action="store_true", help="skip the step-time benchmark")
+    p.add_argument("--no-steps", action="store_true", help="skip the step-time and sampler-forward benchmarks")
+    p.add_argument("--allocator", action="store_true", help="also compare glibc's default allocator with dar.allocator's")
     p.add_argument("--steps", type=int, default=20, help="timed steps per routing (default: 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
+    p.add_argument("--forward-samples", type=int, default=2000, help="samples per sampler-forward timing (default: 2000)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as each workflow job has (default: 1)")
     p.add_argument("--out", help="also write everything as JSON here")
     args = p.parse_args(argv)
@@ -168,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_steps:
         out["steps"] = step_times(plan, args.steps, args.warmup, args.threads)
         print_steps(out["steps"], args.threads)
+        out["forwards"] = forward_times(plan, args.threads, args.forward_samples)
+        print_forwards(out["forwards"], args.threads)
+    if args.allocator:
+        out["allocator"] = allocator_ab(plan, args.threads, args.forward_samples)
+        print_allocator(out["allocator"])
     if args.out:
         from dar.provenance import environment
 

@@ -152,3 +152,25 @@ def test_normalised_sources_given_by_the_caller_give_the_same_aggregation(query)
 
     for fast, slow in zip(run(True), run(False)):
         torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+
+
+def stacked_aggregate(sources, query, w, eps=RMS_EPS):
+    """Eq. 5 as one stacked einsum (the slow form: stacks the sources), differentiable, for gradient checks."""
+    V = torch.stack(sources)  # [N, B, T, D]
+    K = w * V * torch.rsqrt(V.pow(2).mean(-1, keepdim=True) + eps)
+    q = query if query.dim() != 2 else query[:, None, :]
+    alpha = torch.softmax((K * q).sum(-1) / math.sqrt(V.shape[-1]), dim=0)  # [N, B, T]
+    return torch.einsum("nbt,nbtd->btd", alpha, V)
+
+
+@pytest.mark.parametrize("query", ["static", "per-sample", "per-token"])
+def test_gradients_equal_the_stacked_form(query):
+    """The per-source matrix-vector / multiply-sum logits and the addcmul sum have the stacked form's gradients."""
+    sources, q, w = make(5, B=3, T=4, D=16, query=query, dtype=torch.float32)
+    leaves = [t.clone().requires_grad_() for t in [*sources, q, w]]
+    copies = [t.clone().requires_grad_() for t in [*sources, q, w]]
+    g = torch.randn(3, 4, 16)
+    (aggregate(leaves[:5], leaves[5], leaves[6]) * g).sum().backward()
+    (stacked_aggregate(copies[:5], copies[5], copies[6]) * g).sum().backward()
+    for a, b in zip(leaves, copies):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)

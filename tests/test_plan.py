@@ -59,7 +59,7 @@ def test_readable_cell_paths_and_shared_samples():
     # Table 2 at 300 and Table 4 at 300 for static-c4 use the same sample file: one sampling job serves both.
     t2, t4 = plan.cell("table2", "static-c4_it300_ode_cfg1.0"), plan.cell("table4", "static-c4_it300_ode_cfg1.0")
     assert t2.samples[0] is t4.samples[0]
-    assert len(plan.samples) < len(plan.cells)
+    assert len(plan.samples) < len(plan.cells) * len(plan.seeds)  # one file per (cell, seed) without sharing
 
 
 def test_cell_describe_is_the_collated_tables_first_columns(tmp_path):
@@ -210,3 +210,23 @@ def test_write_only_touches_changed_configs(tmp_path):
     written = changed.write_job_configs()
     assert job in written and job.stat().st_mtime_ns > 1
     assert all(p.name.endswith(".json") and "train" in str(p) for p in written), "only the training jobs changed"
+
+
+def test_per_table_grids_group_every_cell_of_a_table_into_one_job(tmp_path):
+    per_cell = Plan.load(preset_file(tmp_path, lambda d: d["evaluation"].update(cell_jobs="per-cell"), name="a.yaml"))
+    per_table = Plan.load(preset_file(tmp_path, lambda d: d["evaluation"].update(cell_jobs="per-table"), name="b.yaml"))
+    assert [j.cells for j in per_cell.cell_jobs] == [(c,) for c in per_cell.cells]
+    assert all(j.job == j.cells[0].job for j in per_cell.cell_jobs)
+    tables = sorted({c.table for c in per_table.cells})
+    assert sorted(j.key for j in per_table.cell_jobs) == tables
+    assert sorted(c.path for j in per_table.cell_jobs for c in j.cells) == sorted(c.path for c in per_table.cells)
+    for job in per_table.cell_jobs:
+        assert {c.table for c in job.cells} == {job.key}
+        assert all(per_table.cell_job_of(c) is job for c in job.cells)
+        written = per_table.job_configs()[job.job]  # each cell's config as its own job file holds it
+        assert written == {"cells": [per_table.job_configs()[c.job] for c in job.cells]}
+
+
+def test_kernel_bench_methods_reach_the_job_config():
+    assert Plan.load("digits").kernel_bench_config["methods"] == ["naive"]  # no torch.compile build on CPU
+    assert "methods" not in Plan.load("imagenet256").kernel_bench_config  # every method on the GPU

@@ -27,14 +27,24 @@ def test_stage_breakdown_sums_rules_and_measures_the_span(tmp_path):
     t = b["rules"]["train"]
     assert (t["jobs"], t["wall_s"], t["cpu_s"], t["longest"], t["max_rss_mb"]) == (2, 150.0, 135.0, "sit_seed0", 500.0)
     assert b["span_s"] == 140.0 and b["jobs"] == 3
-    assert abs(b["busy"] - 173.0 / 280.0) < 1e-12
+    assert b["job_s"] == 190.0 and abs(b["occupied"] - 190.0 / 280.0) < 1e-12
 
 
 def test_run_bench_prints_the_breakdown_and_step_times(tmp_path, capsys):
     plan = Plan.load("smoke", results=tmp_path)
     record(plan.benchmarks_dir, "cell", "table1_sit", 3.0, 2.0, 100.0, end=2000.0)
-    assert dar_main(["run-bench", "--preset", "smoke", "--results", str(tmp_path), "--steps", "1", "--warmup", "0"]) == 0
+    args = ["--steps", "1", "--warmup", "0", "--forward-samples", "8"]
+    assert dar_main(["run-bench", "--preset", "smoke", "--results", str(tmp_path), *args]) == 0
     out = capsys.readouterr().out
     assert "cell" in out and "1 jobs; span 0 min 3 s" in out
     routings = {r.routing for r in plan.runs.values()}
     assert "residual" in routings and all(r in out for r in routings) and "1.00x residual" in out
+    assert "sampler forward" in out and "us/sample" in out
+
+
+def test_allocator_comparison_runs_both_settings_in_fresh_processes(tmp_path):
+    from dar.runbench import allocator_ab
+
+    rows = allocator_ab(Plan.load("smoke", results=tmp_path), threads=1, samples=8)
+    assert [r["allocator"] for r in rows] == ["default", "default", "tuned", "tuned"]
+    assert all(r["us_per_sample"] > 0 and r["faults_per_forward"] >= 0 for r in rows)

@@ -39,6 +39,19 @@ def test_dry_run_of_the_full_paper_grid_through_the_slurm_profile(tmp_path):
     assert counts["fetch_assets"] == 1 and counts["cache_latents"] == 1 and counts["collate"] == 1
 
 
+def test_dry_run_of_the_default_digits_grid(tmp_path):
+    """Three seeds per run; one sampling job per run and seed; one evaluation job per table."""
+    res = snakemake("-n", "--cores", "2", "--config", f"results={tmp_path}")
+    counts = job_counts(res.stdout)
+    assert counts["train"] == 30 and counts["sample"] == 30 and "cell" not in counts
+    assert {k: v for k, v in counts.items() if k.startswith("cells_")} == {
+        f"cells_{t}": 1 for t in ("table1", "table2", "table3", "table4", "fig1b")
+    }
+    # one cell as a target reruns its table's job, which writes every cell of the table
+    cell = tmp_path / "digits" / "cells" / "table4" / "static-c4_it300_ode_cfg1.0.json"
+    assert "cells_table4" in snakemake("-n", "--cores", "2", str(cell), "--config", f"results={tmp_path}").stdout
+
+
 def write_grid(tmp_path, mutate, name="grid.yaml"):
     data = yaml.safe_load(grid_file.locate("smoke")[0])
     data = copy.deepcopy(data)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dar.models.gelu import GELUTanh
 from dar.routing import Routing, build_routing, parse_routing
 from dar.routing.adaptive import DARRouting
 from dar.routing.backend import check_backend
@@ -123,7 +124,7 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = GELUTanh()  # nn.GELU(approximate="tanh"), faster on CPU (dar/models/gelu.py)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -73,8 +73,13 @@ def sample_inputs(w):
 
 
 def cell_inputs(w):
-    cell = PLAN.cell(w.table, w.name)
-    ins = {"config": str(cell.job), "samples": sorted({str(PLAN.sample_job_of(s).marker) for s in cell.samples})}
+    return cell_job_inputs(PLAN.cell_job_of(PLAN.cell(w.table, w.name)))
+
+
+def cell_job_inputs(job):
+    """An evaluation job's config, its cells' sampling markers, and the reference and feature network."""
+    markers = {str(PLAN.sample_job_of(s).marker) for c in job.cells for s in c.samples}
+    ins = {"config": str(job.job), "samples": sorted(markers)}
     if PLAN.evaluation.features == "digits":
         ins["reference"], ins["weights"] = str(PLAN.reference), str(PLAN.digits_net)
     else:
