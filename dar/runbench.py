@@ -153,12 +153,18 @@ def step_times(plan: Plan, steps: int, warmup: int, threads: int) -> list[dict]:
     return rows
 
 
-def print_steps(rows: list[dict], threads: int) -> None:
-    base = {r["model"]: r["sec_per_step"] for r in rows if r["routing"] == "residual"}
-    print(f"\nstep time on this CPU, {threads} thread(s), fp32 (forward, backward, AdamW, EMA), vs the model's residual:")
+def print_relative(rows: list[dict], key: str, scale: float, unit: str, title: str) -> None:
+    """One line per (model, routing): rows[key] x scale in `unit`, and its ratio to the same model's residual."""
+    base = {r["model"]: r[key] for r in rows if r["routing"] == "residual"}
+    print(f"\n{title}, vs the model's residual:")
     for r in rows:
-        rel = f"{r['sec_per_step'] / base[r['model']]:5.2f}x residual" if r["model"] in base else ""
-        print(f"  {r['model']:<12} {r['routing']:<22} batch {r['batch']:<4} {r['sec_per_step'] * 1e3:7.1f} ms/step  {rel}")
+        rel = f"{r[key] / base[r['model']]:5.2f}x residual" if r["model"] in base else ""
+        print(f"  {r['model']:<12} {r['routing']:<22} batch {r['batch']:<4} {r[key] * scale:7.1f} {unit}  {rel}")
+
+
+def print_steps(rows: list[dict], threads: int) -> None:
+    title = f"step time on this CPU, {threads} thread(s), fp32 (forward, backward, AdamW, EMA)"
+    print_relative(rows, "sec_per_step", 1e3, "ms/step", title)
 
 
 def forward_one(
@@ -202,11 +208,8 @@ def forward_times(plan: Plan, threads: int, samples: int = 2000) -> list[dict]:
 
 
 def print_forwards(rows: list[dict], threads: int) -> None:
-    base = {r["model"]: r["us_per_sample"] for r in rows if r["routing"] == "residual"}
-    print(f"\nsampler forward on this CPU, {threads} thread(s), fp32, no grad, per sample, vs the model's residual:")
-    for r in rows:
-        rel = f"{r['us_per_sample'] / base[r['model']]:5.2f}x residual" if r["model"] in base else ""
-        print(f"  {r['model']:<12} {r['routing']:<22} batch {r['batch']:<4} {r['us_per_sample']:7.1f} us/sample  {rel}")
+    title = f"sampler forward on this CPU, {threads} thread(s), fp32, no grad, per sample"
+    print_relative(rows, "us_per_sample", 1.0, "us/sample", title)
 
 
 def allocator_ab(plan: Plan, threads: int, samples: int = 2000) -> list[dict]:
