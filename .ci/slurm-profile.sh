@@ -12,9 +12,8 @@ import sys, yaml
 cfg = yaml.safe_load(open("slurm/config.yaml"))
 for rule, res in cfg["set-resources"].items():
     assert res["cluster"] == "slurm", rule
-    res.update(gpus=0, nodes=1, mem_gb=4, time_min=30, partition=sys.argv[2])
-cfg["set-threads"] = {rule: 1 for rule in cfg["set-threads"]}
-cfg["cores"] = 2
+    res.update(gpus=0, nodes=1, cpus=1, mem_gb=4, time_min=30, partition=sys.argv[2])
+cfg["cores"] = 2  # launcher slots; the one-node cluster has 2 CPUs, one per job
 yaml.safe_dump(cfg, open(sys.argv[1], "w"))
 PY
 echo "$PROFILE"

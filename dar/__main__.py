@@ -1,4 +1,7 @@
-"""`python -m dar [--debug] <command> [args]`: thin dispatch to each command's module `main(argv)`.
+"""`python -m dar [--debug] [--log-level L] <command> [args]`: thin dispatch to each command's module `main(argv)`.
+
+Every job logs through one configuration (dar/logs.py: UTC timestamps, rank 0 only, `--log-level`
+DEBUG | INFO | WARNING | ERROR anywhere on the line, or DAR_LOG_LEVEL).
 
 Expected failures print one `error: ...` line naming the input and the fix (status 2); `--debug`
 (or DAR_DEBUG=1, e.g. for jobs on a cluster) shows the traceback instead."""
@@ -18,6 +21,7 @@ COMMANDS = {
     "run-bench": ("dar.runbench", "where a preset's run spent its time (per-rule benchmark records) and step times per routing"),
     "sample": ("dar.sampling.job", "N samples from a checkpoint as an ADM .npz (sharded, resumable)"),
     "sample-sets": ("dar.sampling.sets", "the sample sets of one sampling job, in one process (the workflow's sample rule)"),
+    "plan": ("dar.planner", "the compute plan of a grid before it runs: GPU-hours and wall time per job and in total"),
     "cells": ("dar.cells", "list every table cell of a preset with its target path and rerun command"),
     "cell": ("dar.cell", "evaluate one table cell over its seeds (the job behind each cell target)"),
     "cell-group": ("dar.cellgroup", "evaluate every cell of one evaluation job in one process (per-table cell jobs)"),
@@ -45,10 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in argv:  # anywhere on the line: tracebacks instead of one-line errors (also DAR_DEBUG=1)
         argv.remove("--debug")
         os.environ["DAR_DEBUG"] = "1"
+    from dar import logs
+    from dar.errors import HarnessError
+
+    try:
+        logs.configure(logs.pop_level(argv))
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         width = max(map(len, COMMANDS))
         lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-        msg = "usage: python -m dar [--debug] <command> [args]\n\ncommands:\n" + "\n".join(lines)
+        msg = "usage: python -m dar [--debug] [--log-level L] <command> [args]\n\ncommands:\n" + "\n".join(lines)
         if argv and argv[0] not in ("-h", "--help"):
             print(f"unknown command {argv[0]!r}\n\n{msg}", file=sys.stderr)
             return 2

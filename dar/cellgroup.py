@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dar import logs
 from dar.cell import CellConfig, print_result
 from dar.config import ConfigError, from_dict
 from dar.errors import HarnessError
+
+log = logs.get("cell")
 
 
 @dataclass
@@ -46,16 +50,19 @@ def run(cfg: CellGroupConfig) -> list[dict]:
     for cell in cfg.cells:
         cell.validate()
     results, failed = [], []
+    progress = logs.Progress(len(cfg.cells), "evaluation job", unit="cells", log=log, every_s=math.inf, tty=False)
     for i, cell in enumerate(cfg.cells):
         t0 = time.perf_counter()
         try:
             result = evaluate_cell(cell)
         except (HarnessError, FileNotFoundError, ValueError) as e:
-            print(f"[cell-group] {i + 1}/{len(cfg.cells)} {cell.table}/{cell.name}: error: {e}", flush=True)
+            log.error("%d/%d %s/%s: %s", i + 1, len(cfg.cells), cell.table, cell.name, e)
             failed.append(f"{cell.table}/{cell.name}: {e}")
+            progress.update(1)
             continue
         print_result(cell, result)
-        print(f"[cell-group] {i + 1}/{len(cfg.cells)} {cell.table}/{cell.name} in {time.perf_counter() - t0:.1f} s", flush=True)
+        progress.update(1)
+        log.info("%s/%s in %.1f s | %s", cell.table, cell.name, time.perf_counter() - t0, progress.line())
         results.append(result)
     if failed:
         raise ConfigError(f"{len(failed)} of {len(cfg.cells)} cells could not be evaluated:\n  " + "\n  ".join(failed))
@@ -75,5 +82,5 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cell.out}  ({len(cell.seeds)} seed(s), {cell.num_samples} samples each)")
         return 0
     results = run(cfg)
-    print(f"[cell-group] {len(results)} cell(s) evaluated")
+    log.info("%d cell(s) evaluated", len(results))
     return 0

@@ -252,11 +252,40 @@ def _stream(job, printed: dict[str, int]) -> None:
         pass
 
 
+def make_executor(args: argparse.Namespace, folder: Path, name: str, tasks: int) -> submitit.AutoExecutor:
+    """The submitit executor of one job: `tasks` tasks per node with --cpus CPUs each (SLURM --cpus-per-task)."""
+    ctor = {"slurm_max_num_timeout": args.max_requeues} if args.cluster == "slurm" else {}  # submitit's default: 3
+    ex = submitit.AutoExecutor(folder=folder, cluster=args.cluster, **ctor)
+    params = dict(
+        name=name,
+        timeout_min=int(args.time_min),
+        nodes=args.nodes,
+        tasks_per_node=tasks,
+        gpus_per_node=args.gpus,
+        cpus_per_task=args.cpus,
+        stderr_to_stdout=True,
+    )
+    if args.mem_gb:
+        params["mem_gb"] = args.mem_gb
+    if args.cluster == "slurm":
+        if args.partition:
+            params["slurm_partition"] = args.partition
+        if args.account:
+            params["slurm_account"] = args.account
+    ex.update_parameters(**params)
+    return ex
+
+
+def tasks_per_node(args: argparse.Namespace) -> int:
+    """Distributed jobs run one task per GPU (or --tasks); the others one task."""
+    return (args.tasks or max(args.gpus, 1)) if args.job in DISTRIBUTED_JOBS else 1
+
+
 def submit(args: argparse.Namespace, job_args: list[str]) -> int:
     folder = Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)
     name = args.name or args.job
-    tasks = (args.tasks or max(args.gpus, 1)) if args.job in DISTRIBUTED_JOBS else 1
+    tasks = tasks_per_node(args)
     if args.cluster == "local" and args.nodes > 1:
         print("error: the local cluster runs on one node; use --nodes 1 or --cluster slurm", file=sys.stderr)
         return 2
@@ -271,25 +300,7 @@ def submit(args: argparse.Namespace, job_args: list[str]) -> int:
     with FileLock(lock, on_wait=lambda holder: print(f"[launch] waiting for {lock}, held by {holder}", flush=True)):
         job = _reattach(folder, name, args.cluster, digest)
         if job is None:
-            ctor = {"slurm_max_num_timeout": args.max_requeues} if args.cluster == "slurm" else {}  # submitit's default: 3
-            ex = submitit.AutoExecutor(folder=folder, cluster=args.cluster, **ctor)
-            params = dict(
-                name=name,
-                timeout_min=int(args.time_min),
-                nodes=args.nodes,
-                tasks_per_node=tasks,
-                gpus_per_node=args.gpus,
-                cpus_per_task=args.cpus,
-                stderr_to_stdout=True,
-            )
-            if args.mem_gb:
-                params["mem_gb"] = args.mem_gb
-            if args.cluster == "slurm":
-                if args.partition:
-                    params["slurm_partition"] = args.partition
-                if args.account:
-                    params["slurm_account"] = args.account
-            ex.update_parameters(**params)
+            ex = make_executor(args, folder, name, tasks)
             shutil.rmtree(tasks_dir, ignore_errors=True)
             submitted = time.time()
             job = ex.submit(fn)
@@ -367,6 +378,20 @@ def main(argv: list[str] | None = None) -> int:
         ours, job_args = argv[:i], argv[i + 1 :]
     else:
         ours, job_args = argv, []
+    args = parser().parse_args(ours)
+    from dar.__main__ import COMMANDS
+
+    if args.job not in COMMANDS:
+        print(f"error: unknown job {args.job!r}; jobs: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return submit(args, job_args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m dar.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -386,17 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-requeues", type=int, default=1000, help="timeouts/preemptions a training job may be requeued after (default: 1000)"
     )
     p.add_argument("--poll", type=float, default=2.0, help="seconds between log polls (default: 2)")
-    args = p.parse_args(ours)
-    from dar.__main__ import COMMANDS
-
-    if args.job not in COMMANDS:
-        print(f"error: unknown job {args.job!r}; jobs: {', '.join(COMMANDS)}", file=sys.stderr)
-        return 2
-    try:
-        return submit(args, job_args)
-    except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return p
 
 
 if __name__ == "__main__":

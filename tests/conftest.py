@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -66,6 +67,27 @@ def tiny_cfg(cache, out, **kw):
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """Each test starts with the `dar` logger as a library user finds it: `python -m dar` configures it (a stderr
+    handler, dar/logs.py) when a test calls the CLI, and that configuration ends with the test."""
+    yield
+    logger = logging.getLogger("dar")
+    for h in [h for h in logger.handlers if getattr(h, "_dar", False)]:
+        logger.removeHandler(h)
+    logger.setLevel(logging.NOTSET)
+
+
+@pytest.fixture(scope="session")
+def digits_cache(tmp_path_factory):
+    """The digits latent cache (pixel space), made once per test session."""
+    from dar.data.cache import CacheConfig, run
+
+    out = tmp_path_factory.mktemp("latents") / "digits"
+    run(CacheConfig(dataset="digits", out=str(out)))
+    return out
 
 
 @pytest.fixture(scope="session")

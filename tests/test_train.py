@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -27,13 +28,6 @@ from dar.train.job import main as train_main
 from dar.train.loop import DataOrder
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def digits_cache(tmp_path_factory):
-    out = tmp_path_factory.mktemp("latents") / "digits"
-    run(CacheConfig(dataset="digits", out=str(out)))
-    return out
 
 
 def weights(run_dir, name="model"):
@@ -272,7 +266,8 @@ def test_resume_under_another_identity_is_refused(digits_cache, tmp_path, change
     assert json.loads((out / "done.json").read_text())["identity"]["lr"] == 1e-3
 
 
-def test_restart_sets_the_old_run_aside_and_trains_afresh(digits_cache, tmp_path, capsys):
+def test_restart_sets_the_old_run_aside_and_trains_afresh(digits_cache, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dar")
     out = tmp_path / "r"
     train(tiny_cfg(digits_cache, out, iterations=3, ckpt_every=3))
     old = weights(out)
@@ -284,7 +279,7 @@ def test_restart_sets_the_old_run_aside_and_trains_afresh(digits_cache, tmp_path
     )
     replaced = sorted(out.glob("replaced-*"))
     assert len(replaced) == 1 and (replaced[0] / "checkpoints").is_dir() and (replaced[0] / "metrics.jsonl").is_file()
-    assert "set aside in" in capsys.readouterr().out
+    assert "set aside in" in caplog.text
     assert_same(old, ckpt_io.load(ckpt_io.newest(replaced[0]))["model"])  # the old run is kept, not overwritten
     fresh = train(tiny_cfg(digits_cache, tmp_path / "fresh", iterations=3, lr=2e-3))
     assert_same(weights(out), weights(fresh))  # the restarted run is exactly a new run of the new config
@@ -418,13 +413,13 @@ def test_unreadable_checkpoints_name_the_file(digits_cache, tmp_path, damage, ca
     assert not (tmp_path / "s.npz").exists()
 
 
-def test_a_torn_metrics_line_is_dropped_on_resume(digits_cache, tmp_path, capsys):
+def test_a_torn_metrics_line_is_dropped_on_resume(digits_cache, tmp_path, caplog):
     out = tmp_path / "r"
     train(tiny_cfg(digits_cache, out, iterations=4, ckpt_every=2, log_every=2))
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"step": 6, "lo')  # a write cut short by a full disk or a kill
     train(tiny_cfg(digits_cache, out, iterations=6, ckpt_every=2, log_every=2))
-    assert f"{out / 'metrics.jsonl'} line 3 is cut short" in capsys.readouterr().err
+    assert f"{out / 'metrics.jsonl'} line 3 is cut short" in caplog.text
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
 
 
@@ -441,7 +436,7 @@ def test_labels_outside_the_classes_are_refused(tmp_path):
 
 def test_a_full_disk_while_logging_is_said_plainly(digits_cache, tmp_path, monkeypatch):
     from dar.errors import DiskFullError
-    from dar.train import loop
+    from dar.train import sinks
 
     real_open = open
 
@@ -450,7 +445,7 @@ def test_a_full_disk_while_logging_is_said_plainly(digits_cache, tmp_path, monke
             return real_open("/dev/full", "w")
         return real_open(path, mode, *a, **k)
 
-    monkeypatch.setattr(loop, "open", full_open, raising=False)
+    monkeypatch.setattr(sinks, "open", full_open, raising=False)
     with pytest.raises(DiskFullError, match=r"no space left on device while writing .*metrics\.jsonl"):
         train(tiny_cfg(digits_cache, tmp_path / "r", iterations=2, log_every=1))
 

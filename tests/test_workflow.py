@@ -39,6 +39,31 @@ def test_dry_run_of_the_full_paper_grid_through_the_slurm_profile(tmp_path):
     assert counts["fetch_assets"] == 1 and counts["cache_latents"] == 1 and counts["collate"] == 1
 
 
+def test_the_slurm_profile_separates_launcher_slots_from_the_cpus_each_job_asks_for(tmp_path):
+    """A launcher holds 1 of the profile's `cores` slots; its SLURM job asks for the `cpus` resource per task."""
+    import shlex
+
+    from dar import launch
+
+    profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    res = snakemake("-n", "-p", "--profile", "slurm", "--config", "preset=imagenet256", f"results={tmp_path}")
+    blocks = [b for b in res.stdout.split("\nrule ")[1:] if b.startswith("train:")]
+    assert len(blocks) == 10 and not any("threads:" in b for b in blocks)  # Snakemake prints threads only above 1
+    assert profile["cores"] // 1 >= profile["jobs"]  # so `jobs` alone caps the grid
+    for block in blocks:
+        cmd = shlex.split(next(line for line in block.splitlines() if line.startswith("Shell command:"))[len("Shell command:") :])
+        ours = cmd[cmd.index("dar.launch") + 1 : cmd.index("--")]
+        args = launch.parser().parse_args(ours)
+        text = launch.make_executor(
+            args, tmp_path / "sub", "x", launch.tasks_per_node(args)
+        )._executor._make_submission_file_text("true", "uid")
+        sbatch = {line.split()[1] for line in text.splitlines() if line.startswith("#SBATCH")}
+        train = profile["set-resources"]["train"]
+        assert f"--cpus-per-task={train['cpus']}" in sbatch and train["cpus"] == 16
+        assert {f"--gpus-per-node={train['gpus']}", f"--nodes={train['nodes']}", f"--ntasks-per-node={train['gpus']}"} <= sbatch
+        assert f"--partition={train['partition']}" in sbatch
+
+
 def test_dry_run_of_the_default_digits_grid(tmp_path):
     """Three seeds per run; one sampling job per run and seed; one evaluation job per table."""
     res = snakemake("-n", "--cores", "2", "--config", f"results={tmp_path}")

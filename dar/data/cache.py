@@ -29,13 +29,13 @@ import json
 import os
 import shutil
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dar import logs
 from dar.config import AT_LEAST_1, NON_NEGATIVE, ConfigError, Range, job_parser, opt, run_job
 from dar.data.encoders import IdentityEncoder, SDVAEEncoder
 from dar.distributed import pick_device
@@ -43,6 +43,8 @@ from dar.errors import DiskFullError
 from dar.fingerprint import IdentityMismatch, fingerprint
 from dar.io import free_bytes, is_disk_full, write_json
 from dar.provenance import git_commit
+
+log = logs.get("cache")
 
 INDEX = "index.json"
 MANIFEST = "manifest.json"  # the identity of the cache being written, checked before any shard is reused
@@ -196,15 +198,8 @@ def run(cfg: CacheConfig) -> Path:
     n = len(ds)
     num_shards = (n + cfg.shard_size - 1) // cfg.shard_size
     mine = [s for s in range(num_shards) if s % world == rank and not (out / shard_name(s)).is_dir()]
-    from tqdm import tqdm
-
     dtype = np.float32 if enc.name == "identity" else np.float16
-    bar = tqdm(
-        total=sum(min(cfg.shard_size, n - s * cfg.shard_size) for s in mine),
-        desc=f"cache rank {rank}",
-        unit="img",
-        disable=not sys.stderr.isatty(),
-    )
+    bar = logs.Progress(sum(min(cfg.shard_size, n - s * cfg.shard_size) for s in mine), "cache", unit="img", log=log)
     for s in mine:
         idx = np.arange(s * cfg.shard_size, min((s + 1) * cfg.shard_size, n))
         loader = torch.utils.data.DataLoader(

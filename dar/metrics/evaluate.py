@@ -83,7 +83,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     """Check every input, extract features, compute the metrics; returns the result (raises EvaluationInputError)."""
     t0 = time.perf_counter()
     space = FEATURE_SPACES[args.features]
-    progress = sys.stderr.isatty()
+    progress = True  # a bar on a terminal, ETA lines in a log file (dar/logs.py)
     out = Path(args.out)
     if out.is_dir():
         raise EvaluationInputError(f"--out {out} is a folder; give a .json file path")

@@ -223,10 +223,11 @@ def extract_features(
     desc: str = "features",
 ) -> dict[str, np.ndarray]:
     """uint8 NHWC images [N, H, W, C] -> {layer: float32 [N, D]} for every layer the extractor was built with."""
-    from tqdm import tqdm
+    from dar import logs
 
     out: dict[str, list[np.ndarray]] = {f: [] for f in extractor.get_requested_features_list()}
-    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    # progress: a bar on a terminal, else a line with the ETA every 30 s (dar/logs.py); off, nothing is shown
+    with logs.Progress(len(images) if progress else 0, desc, unit="img", log=logs.get("metrics")) as bar:
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
             batch = batch.permute(0, 3, 1, 2).contiguous().to(device)  # (B, C, H, W) uint8

@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         extractor = load_extractor(space, weights, args.device)
         arrays = compute_reference(
             images, space, extractor, weights_sha, args.dataset,
-            batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty(),
+            batch_size=args.batch_size, device=args.device, progress=True,
         )  # fmt: skip
     except EvaluationInputError as e:
         print(f"error: {e}", file=sys.stderr)

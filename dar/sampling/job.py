@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dar import logs
 from dar.config import ConfigError, job_parser, run_job
 from dar.distributed import pick_device
 from dar.errors import NonFiniteError
@@ -43,6 +43,8 @@ from dar.sampling.config import SampleConfig
 from dar.sampling.grid import save_grid
 from dar.sampling.loop import SampleSettings, generate
 from dar.transport import get_sampler
+
+log = logs.get("sample")
 
 
 def make_decoder(latent: dict, vae_path: str | None, device: torch.device):
@@ -145,9 +147,7 @@ def run(cfg: SampleConfig) -> Path:
         if s % world == rank and not _shard_ok(shard_path(shards, lo, hi), fp, hi - lo)
     ]
     t0 = time.perf_counter()
-    from tqdm import tqdm
-
-    bar = tqdm(total=sum(hi - lo for lo, hi in todo), desc=f"sample rank {rank}", unit="img", disable=not sys.stderr.isatty())
+    bar = logs.Progress(sum(hi - lo for lo, hi in todo), f"sample {out.name}", unit="img", log=log)
     for lo, hi in todo:
         imgs, labels, nfes = [], [], []
         try:
@@ -168,7 +168,7 @@ def run(cfg: SampleConfig) -> Path:
     bar.close()
     files = [shard_path(shards, lo, hi) for lo, hi in parts]
     if not all(f.is_file() for f in files):
-        print(f"[sample] rank {rank}: my shards are done; waiting for other ranks to finish theirs in {shards}")
+        log.info("rank %d: my shards are done; waiting for other ranks to finish theirs in %s", rank, shards)
         return out
     loaded = [np.load(f) for f in files]
     images = np.concatenate([p["arr_0"] for p in loaded])

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dar import logs
 from dar.config import ConfigError, from_dict
 from dar.fingerprint import IdentityMismatch, differences, fingerprint
 from dar.io import write_json
 from dar.provenance import file_sha256
 from dar.sampling.config import SampleConfig
+
+log = logs.get("sample")
 
 
 @dataclass
@@ -75,14 +79,18 @@ def run(cfg: SampleSetsConfig) -> list[dict]:
     for set_cfg, _ in cfg.sets:
         set_cfg.validate()  # every set's checkpoint exists before the first is drawn
     drawn = []
+    # the job's progress in samples over all its sets (a set's own progress is logged by the sampler)
+    progress = logs.Progress(sum(c.num_samples for c, _ in cfg.sets), "job", unit="img", log=log, every_s=math.inf, tty=False)
     for i, (set_cfg, identity) in enumerate(cfg.sets):
         t0 = time.perf_counter()
         out = draw(set_cfg)
         check_identity(set_cfg, identity)
         sec = time.perf_counter() - t0
-        print(f"[sample-sets] {i + 1}/{len(cfg.sets)} {out.name}: {set_cfg.num_samples} samples in {sec:.1f} s", flush=True)
+        progress.update(set_cfg.num_samples)
+        log.info("set %d/%d %s in %.1f s | %s", i + 1, len(cfg.sets), out.name, sec, progress.line())
         drawn.append({"path": str(out), "fingerprint": fingerprint(identity), "sha256": file_sha256(out), "seconds": sec})
     write_json(cfg.out, {"sets": drawn})
+    progress.close()
     return drawn
 
 
@@ -99,5 +107,5 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{set_cfg.out}  ({set_cfg.num_samples} samples, {set_cfg.sampler}, cfg {set_cfg.cfg_scale:g})")
         return 0
     drawn = run(cfg)
-    print(f"[sample-sets] {len(drawn)} set(s) drawn; marker {cfg.out}")
+    log.info("%d set(s) drawn; marker %s", len(drawn), cfg.out)
     return 0

@@ -39,7 +39,10 @@ class TrainConfig:
         [], "steps whose checkpoints are kept for sampling/diagnostics (the run's table cells)", identity=False
     )
     ckpt_every: int = opt(500, "steps between resume checkpoints (checkpoints/latest.pt)", identity=False, range=AT_LEAST_1)
-    log_every: int = opt(50, "steps between metric lines in metrics.jsonl", identity=False, range=AT_LEAST_1)
+    log_every: int = opt(
+        50, "steps between metric records (metrics.jsonl) and heartbeat log lines", identity=False, range=AT_LEAST_1
+    )
+    tensorboard: bool = opt(False, "also write the metrics as TensorBoard scalars in <out>/tensorboard", identity=False)
     # --- optimisation (SiT recipe; the paper: global batch 1024, lr 1e-4, bf16)
     global_batch: int = opt(128, "global batch per optimizer step, independent of the number of processes", range=AT_LEAST_1)
     micro_batch: int | None = opt(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import sys
@@ -26,12 +25,12 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from dar import distributed
+from dar import distributed, logs
 from dar.config import ConfigError, to_dict
 from dar.data.latents import LatentCache
-from dar.errors import DiskFullError, HarnessError
+from dar.errors import HarnessError
 from dar.fingerprint import IdentityMismatch, differences, fingerprint
-from dar.io import atomic_path, free_bytes, is_disk_full, write_json
+from dar.io import write_json
 from dar.lock import FolderBusy, FolderLock
 from dar.models import build_model
 from dar.provenance import environment, file_sha256
@@ -40,7 +39,10 @@ from dar.routing import AlphaRecorder
 from dar.train import checkpoint as ckpt_io
 from dar.train.config import TrainConfig
 from dar.train.optim import ema_update, load_state, make_optimizer
+from dar.train.sinks import METRICS_FILE, open_sinks
 from dar.transport.path import interpolate
+
+log = logs.get("train")
 
 
 class TrainingDiverged(HarnessError, RuntimeError):
@@ -105,38 +107,6 @@ def routing_stats(rec: AlphaRecorder) -> dict[str, float]:
     return {"routing_entropy": sum(ents) / max(len(ents), 1), "routing_max_weight": sum(maxes) / len(maxes)}
 
 
-def _trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines logged after the checkpoint so the curve has no duplicates; a line cut short
-    (a job killed or a disk filled mid-write) is dropped with a warning naming the file and line."""
-    if not path.is_file():
-        return
-    keep = []
-    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            print(f"[train] warning: {path} line {i} is cut short ({line[:40]!r}...); dropped", file=sys.stderr, flush=True)
-            continue
-        if isinstance(rec, dict) and rec.get("step", step + 1) <= step:
-            keep.append(line)
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(line + "\n" for line in keep))
-
-
-def _append_metrics(path: Path, line: dict) -> None:
-    """One JSON line in one write; a full disk is a DiskFullError, and a torn line is dropped on resume."""
-    try:
-        with open(path, "a") as f:
-            f.write(json.dumps(line) + "\n")
-            f.flush()
-    except OSError as e:
-        if is_disk_full(e):
-            raise DiskFullError(path, free_bytes(path)) from e
-        raise
-
-
 def _diverged(run_dir: Path, what: str) -> TrainingDiverged:
     last = ckpt_io.newest(run_dir)
     return TrainingDiverged(
@@ -193,10 +163,7 @@ def check_resumable(state: dict, path: Path, identity: dict, inputs: dict, run_d
         )
     diff = differences(state.get("inputs"), inputs)
     if diff and finished:
-        print(
-            f"[train] note: the run is finished; its input files changed since ({diff[0][0]}), which it no longer reads",
-            flush=True,
-        )
+        log.info("the run is finished; its input files changed since (%s), which it no longer reads", diff[0][0])
     elif diff:
         raise IdentityMismatch(
             f"checkpoint {path} of run folder", run_dir, {"inputs": state.get("inputs")}, {"inputs": inputs},
@@ -222,7 +189,7 @@ def check_milestones(cfg: TrainConfig, run_dir: Path, start: int, resume: Path |
 
 def set_aside(run_dir: Path) -> Path | None:
     """Move a run folder's checkpoints, metrics and records into <run_dir>/replaced-<UTC time>/ (nothing is deleted)."""
-    names = ["checkpoints", "metrics.jsonl", "config.json", "done.json", "loss.png"]
+    names = ["checkpoints", METRICS_FILE, "tensorboard", "config.json", "done.json", "loss.png"]
     present = [n for n in names if (run_dir / n).exists()]
     if not present:
         return None
@@ -322,11 +289,10 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
             run_dir / "config.json",
             {"config": to_dict(cfg), "arch": arch, "world_size": info.world_size, "environment": environment(), **record},
         )
-        _trim_metrics(run_dir / "metrics.jsonl", start)
         where = f"resuming from {resume} (step {start})" if resume else "starting from scratch"
         if replaced is not None:
             where += f"; the folder's earlier checkpoints and metrics were set aside in {replaced}"
-        print(f"[train] {cfg.model} routing={cfg.routing} world={info.world_size} micro={micro}x{accum} {where}", flush=True)
+        log.info("%s routing=%s world=%d micro=%dx%d %s", cfg.model, cfg.routing, info.world_size, micro, accum, where)
     if start >= cfg.iterations:
         _finish(run_dir, cfg, start, info, record)
         return run_dir
@@ -342,7 +308,9 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
 
         bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="step")
     milestones = set(cfg.milestones)
+    sinks = open_sinks(run_dir, start, cfg.tensorboard) if info.is_main else None
     t_last, steps_since = time.perf_counter(), 0
+    t_job = t_last  # the ETA: the mean step time of this job so far, times the steps left
     for step in range(start, cfg.iterations):
         # Randomness of this global step, identical on every process (see module docstring).
         g = step_generator(cfg.seed, step, dev)
@@ -404,7 +372,10 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
             }
             if repa is not None:
                 line["align_loss"] = distributed.all_reduce_mean(align_sum / (hi - lo)).item()
-            _append_metrics(run_dir / "metrics.jsonl", line)
+            sinks.write(line)
+            if bar is None:  # a log file (SLURM, Snakemake): one heartbeat per log_every steps
+                eta = logs.eta_seconds(done, cfg.iterations, (now - t_job) / (done - start))
+                log.info(logs.heartbeat(done, cfg.iterations, line, eta))
             t_last, steps_since = now, 0
         if done in milestones or done % cfg.ckpt_every == 0 or done == cfg.iterations:
             _check_finite(run_dir, done, model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict())
@@ -431,6 +402,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
             distributed.barrier()
     if bar is not None:
         bar.close()
+    if sinks is not None:
+        sinks.close()
     _finish(run_dir, cfg, cfg.iterations, info, record)
     return run_dir
 
@@ -475,11 +448,11 @@ def _finish(run_dir: Path, cfg: TrainConfig, step: int, info, record: dict) -> N
     try:
         from dar.train.plots import plot_loss
 
-        plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{cfg.model} {cfg.routing}")
+        plot_loss(run_dir / METRICS_FILE, run_dir / "loss.png", title=f"{cfg.model} {cfg.routing}")
     except Exception as e:  # a plot must never fail a finished run
-        print(f"[train] loss plot skipped: {e}", file=sys.stderr)
+        log.warning("loss plot skipped: %s", e)
     write_json(
         run_dir / "done.json",
         {"step": step, "milestones": sorted(cfg.milestones), "iterations": cfg.iterations, **record},
     )
-    print(f"[train] done: {step} steps in {run_dir}", flush=True)
+    log.info("done: %d steps in %s", step, run_dir)

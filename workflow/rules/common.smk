@@ -24,8 +24,12 @@ LATENTS = str(PLAN.latents_dir / "index.json")
 
 
 def res(**overrides):
-    """Rule resources: where the job runs and its size. slurm/config.yaml overrides them per rule."""
-    base = dict(cluster="local", gpus=0, nodes=1, mem_gb=0, time_min=120, partition="", account="")
+    """Rule resources: where the job runs and its size. slurm/config.yaml overrides them per rule.
+
+    cpus: the CPUs the job itself asks for (SLURM --cpus-per-task; its torch threads), apart from the rule's
+    `threads`, the slots its launcher holds where Snakemake runs. Locally the job runs in those slots (both 1);
+    on a cluster the launcher is a cheap waiting process (1 slot) whose job gets `cpus` CPUs on a node."""
+    base = dict(cluster="local", gpus=0, nodes=1, cpus=1, mem_gb=0, time_min=120, partition="", account="")
     base.update(overrides)
     return base
 
@@ -36,7 +40,7 @@ def launch(job, name, folder=f"{R}/submitit"):
     `name` keys the launcher's re-attach record; shared jobs pass a preset-independent name and folder."""
     return (
         f"python -m dar.launch {job} --cluster {{resources.cluster}} --gpus {{resources.gpus}} "
-        f"--nodes {{resources.nodes}} --cpus {{threads}} --mem-gb {{resources.mem_gb}} "
+        f"--nodes {{resources.nodes}} --cpus {{resources.cpus}} --mem-gb {{resources.mem_gb}} "
         f"--time-min {{resources.time_min}} --partition '{{resources.partition}}' --account '{{resources.account}}' "
         f"--folder {folder} --name {name} --"
     )
