@@ -18,6 +18,9 @@ min_version("9.0")
 configfile: "workflow/config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"  # snakemake --report report.html: the description, figures, table, claims, page
+
+
 validate(config, "workflow/schemas/top.schema.yaml")
 
 

@@ -408,8 +408,18 @@ class Plan:
         return self.root / "bench" / "kernel.json"
 
     @property
+    def run_bench(self) -> Path:
+        """python -m dar run-bench's JSON: the stage breakdown and measured step times (the report's plan source)."""
+        return self.root / "bench" / "run-bench.json"
+
+    @property
     def report_page(self) -> Path:
         return Path("reports") / self.preset.name / "index.html"
+
+    @property
+    def report_figures(self) -> Path:
+        """The page's figures as PNG files (python -m dar report --figures), the ones `snakemake --report` shows."""
+        return self.report_page.parent / "figures"
 
     @property
     def submitit(self) -> Path:

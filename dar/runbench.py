@@ -29,76 +29,15 @@ date and the machine (README, Measured).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from dar.io import write_json
+from dar.jobcost import read_records, stage_breakdown
 from dar.plan import Plan, load_for_cli
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    rule: str
-    name: str
-    wall_s: float
-    cpu_s: float
-    max_rss_mb: float
-    end: float  # the record's file time: the job's end
-
-    @property
-    def start(self) -> float:
-        return self.end - self.wall_s
-
-
-def _number(row: dict, key: str) -> float:
-    try:
-        return float(row.get(key, "nan"))
-    except ValueError:  # Snakemake writes NA where psutil could not measure
-        return float("nan")
-
-
-def read_records(folder: Path) -> list[JobRecord]:
-    """Every `<rule>/<job>.tsv` under `folder` (Snakemake's benchmark files: the last row is the latest run)."""
-    out = []
-    for path in sorted(folder.glob("*/*.tsv")):
-        with open(path) as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        if not rows:
-            continue
-        row = rows[-1]
-        wall, cpu, rss = (_number(row, key) for key in ("s", "cpu_time", "max_rss"))
-        out.append(JobRecord(path.parent.name, path.stem, wall, cpu, rss, path.stat().st_mtime))
-    return out
-
-
-def stage_breakdown(records: list[JobRecord], cores: int) -> dict:
-    """Per rule: jobs, wall, CPU (as recorded), longest job, peak RSS; the run's span and how occupied its cores were."""
-    rules: dict[str, dict] = {}
-    for r in records:
-        s = rules.setdefault(r.rule, {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0, "longest_s": 0.0, "longest": "", "max_rss_mb": 0.0})
-        s["jobs"] += 1
-        s["wall_s"] += r.wall_s
-        s["cpu_s"] += r.cpu_s if r.cpu_s == r.cpu_s else 0.0
-        if r.wall_s > s["longest_s"]:
-            s["longest_s"], s["longest"] = r.wall_s, r.name
-        if r.max_rss_mb == r.max_rss_mb:
-            s["max_rss_mb"] = max(s["max_rss_mb"], r.max_rss_mb)
-    span = max(r.end for r in records) - min(r.start for r in records) if records else 0.0
-    wall = sum(s["wall_s"] for s in rules.values())
-    return {
-        "rules": dict(sorted(rules.items(), key=lambda kv: -kv[1]["wall_s"])),
-        "jobs": len(records),
-        "span_s": span,
-        "job_s": wall,
-        "cores": cores,
-        "occupied": wall / (span * cores) if span > 0 else 0.0,
-    }
 
 
 def print_breakdown(b: dict) -> None:
@@ -252,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
     p.add_argument("--forward-samples", type=int, default=2000, help="samples per sampler-forward timing (default: 2000)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as each workflow job has (default: 1)")
-    p.add_argument("--out", help="also write everything as JSON here")
+    p.add_argument("--out", help="write everything as JSON here (default: results/<preset>/bench/run-bench.json)")
     args = p.parse_args(argv)
     plan = load_for_cli(args.preset, args.results)
     if plan is None:
@@ -273,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.allocator:
         out["allocator"] = allocator_ab(plan, args.threads, args.forward_samples)
         print_allocator(out["allocator"])
-    if args.out:
-        from dar.provenance import environment
+    from dar.provenance import environment
 
-        write_json(args.out, {**out, "environment": environment()})
+    path = args.out or plan.run_bench
+    write_json(path, {**out, "environment": environment()})
+    print(f"wrote {path} (python -m dar plan --from-bench reads its step times; so does the report's cost table)")
     return 0

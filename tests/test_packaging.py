@@ -101,3 +101,17 @@ def test_a_non_editable_install_finds_its_presets_and_schema(tmp_path):
         [python, "-m", "dar", "cells", "--preset", "nope"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "choose one of ['digits', 'imagenet256', 'rehearsal', 'smoke']" in bad.stderr
+
+
+def test_the_dar_console_script_is_python_m_dar():
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "dar"]
+    assert ep.value == "dar.__main__:main"
+    script = Path(sys.executable).parent / "dar"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("usage: python -m dar") and "  plan " in out
+    bad = subprocess.run([str(script), "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown command 'nope'" in bad.stderr

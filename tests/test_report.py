@@ -415,3 +415,34 @@ def test_page_loads_in_headless_chromium_without_console_errors(paper_page):
     assert page.title.startswith("DAR reproduction report: handmade")
     assert all(u.startswith(("file:", "data:")) for u in page.requests), page.requests
     assert shot.stat().st_size > 10_000 and page.size[1] > 2000
+
+
+def test_cost_table_reads_benchmark_records_and_sets_the_plan_beside_them(tmp_path):
+    """GPU-hours from each record's resources; the training rows carry the compute plan's wall time (from
+    run-bench's measured step times) beside the spent one."""
+    import json
+    import os
+
+    from test_jobcost import write
+
+    grid = Plan.load(str(write_preset(tmp_path, lambda d: None)), results=tmp_path / "results")
+    run = grid.runs[("sit", 0)]
+    name = f"sit_{run.dir.name}"
+    write(grid.benchmarks_dir, "train", name, 7200.0, 4000.0, end=1e9, resources={"cluster": "slurm", "gpus": 8, "nodes": 2})
+    write(grid.benchmarks_dir, "report", "report", 5.0, 500.0, end=1e9 + 10)
+    rows = [{"model": r.model, "routing": r.routing, "batch": 16, "images_per_s": 16.0} for r in grid.runs.values()]
+    grid.run_bench.parent.mkdir(parents=True, exist_ok=True)
+    grid.run_bench.write_text(json.dumps({"steps": rows, "environment": {"device": "cpu"}}))
+    doc = parse(render.render(grid, tmp_path / "cost.html", table=_csv(handmade_table(grid), tmp_path)))
+    jobs = {
+        tr.find_all("td")[1].text(): [td.text() for td in tr.find_all("td")]
+        for tr in doc.find("table", id="jobs").find_all("tr")[1:]
+    }
+    train = jobs[name]
+    # 2 h on 16 GPUs = 32 GPU-hours; planned: 10 steps x (16 / 16 img/s) = 10 s on one CPU process
+    assert train[0] == "train" and train[3] == "2 h 00 min" and train[4] == "10.0 s" and train[6:] == ["slurm", "16", "32.00"]
+    assert jobs["report"][4] == "" and jobs["report"][7:] == ["0", "0.00"]
+    assert "its step times: measured: run-bench.json, batch 16 on cpu" in (tmp_path / "cost.html").read_text()
+    os.remove(grid.run_bench)
+    html = render.render(grid, tmp_path / "cost2.html", table=_csv(handmade_table(grid), tmp_path)).read_text()
+    assert "python -m dar run-bench --preset" in html  # no plan at digits scale without a measurement: the command

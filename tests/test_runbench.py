@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from dar.__main__ import main as dar_main
+from dar.jobcost import read_records, stage_breakdown
 from dar.plan import Plan
-from dar.runbench import read_records, stage_breakdown
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

@@ -39,11 +39,18 @@ def test_dry_run_of_the_full_paper_grid_through_the_slurm_profile(tmp_path):
     assert counts["fetch_assets"] == 1 and counts["cache_latents"] == 1 and counts["collate"] == 1
 
 
-def test_the_slurm_profile_separates_launcher_slots_from_the_cpus_each_job_asks_for(tmp_path):
+def test_the_slurm_profile_separates_launcher_slots_from_the_cpus_each_job_asks_for(tmp_path, monkeypatch):
     """A launcher holds 1 of the profile's `cores` slots; its SLURM job asks for the `cpus` resource per task."""
     import shlex
 
     from dar import launch
+
+    # submitit's SLURM executor only writes the sbatch text here, but it refuses to exist without an `srun` on PATH
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
 
     profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
     res = snakemake("-n", "-p", "--profile", "slurm", "--config", "preset=imagenet256", f"results={tmp_path}")
@@ -131,6 +138,26 @@ def test_smoke_preset_end_to_end(tmp_path):
         assert json.loads(c.path.read_text())["fingerprint"] == c.fingerprint
     again = snakemake("-n", "--cores", "2", "--config", "preset=smoke", f"results={res_dir}")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # every training log has a heartbeat per log_every steps; every job's record has its resources
+    from dar.jobcost import read_records
+
+    for log in (res_dir / "smoke" / "logs" / "train").glob("*.log"):
+        beats = [line for line in log.read_text().splitlines() if " I [dar.train] step " in line]
+        assert [b.split(" step ")[1].split(" ")[0] for b in beats] == ["5/10", "10/10"], log
+        assert all(" ETA " in b and " s/step " in b and " img/s " in b and " mem " in b for b in beats)
+    records = read_records(plan.benchmarks_dir)
+    assert records and all(r.resources.get("cluster") == "local" for r in records if r.rule in ("train", "sample"))
+
+    # Snakemake's own report: the workflow description, every figure, the table, the claims and the page
+    import zipfile
+
+    zipped = tmp_path / "report.zip"
+    rep = snakemake("--cores", "1", "--config", "preset=smoke", f"results={res_dir}", "--report", str(zipped), check=False)
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    names = {Path(n).name for n in zipfile.ZipFile(zipped).namelist()}
+    figures = {"fig1b", "loss", "fig2", "fig3", "fig5", "chunk_theory", "fig6", "samples_00"}
+    assert {f"{f}.png" for f in figures} <= names and {"table.csv", "claims.json", "index.html", "report.html"} <= names
 
     # a changed learning rate trains new runs in new folders; the finished runs are kept where they are
     grid = write_grid(tmp_path, lambda d: d["train"].update(lr=0.002))

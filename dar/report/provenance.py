@@ -2,26 +2,24 @@
 protocol of every cell and seed, package versions and commits, and run times per job.
 
 Read from the workflow's files only (results/<preset>/...): cell JSONs (protocols),
-runs/<run>/seed<k>/{config.json, metrics.jsonl, done.json}, logs/**/*.log (submitit
-timestamps of each job).
+runs/<run>/seed<k>/{config.json, metrics.jsonl, done.json}, benchmarks/<rule>/<job>.tsv (Snakemake's
+record of each job's wall time, peak memory and resources: dar/jobcost.py).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import statistics
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pandas as pd
 import yaml
 
 from dar.io import read_jsonl
+from dar.paper import paper_data
 from dar.plan import Plan
 from dar.provenance import git_commit, package_versions
-
-SUBMITIT_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})\)")
 
 
 def resolved_config(plan: Plan) -> str:
@@ -168,28 +166,73 @@ def commits(protocols: list[Protocol]) -> dict[str, object]:
     }
 
 
-# ------------------------------------------------------------------ job times
+# ------------------------------------------------------------------ job costs
 @dataclass
-class Job:
-    name: str  # the log's path under results/<preset>/logs, without .log
-    started: str
+class JobCost:
+    rule: str
+    name: str  # the record's file name under results/<preset>/benchmarks/<rule>/
+    started: str  # UTC
     seconds: float
-    state: str
+    max_rss_mb: float
+    cluster: str
+    gpus: int
+    gpu_hours: float
+    planned_seconds: float | None = None  # the compute plan's wall time for this job (training jobs)
 
 
-def job_times(plan: Plan) -> list[Job]:
-    """Wall time of every job that ran through the launcher: first to last submitit timestamp in its log."""
-    logs = plan.root / "logs"
-    out = []
-    for path in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
-        text = path.read_text(errors="replace")
-        stamps = [datetime.strptime(f"{d}.{ms}", "%Y-%m-%d %H:%M:%S.%f") for d, ms in SUBMITIT_TIME.findall(text)]
-        if not stamps:
-            continue  # a local rule (collate, report): no job timestamps
-        state = "finished" if "Job completed successfully" in text else ("failed" if "Traceback" in text else "unfinished")
-        name = str(path.relative_to(logs).with_suffix(""))
-        out.append(Job(name, stamps[0].strftime("%Y-%m-%d %H:%M:%S"), (stamps[-1] - stamps[0]).total_seconds(), state))
-    return sorted(out, key=lambda j: j.started)
+def plan_source(plan: Plan):
+    """The compute plan the report shows beside what was spent, and where its step times come from: run-bench's
+    measured step times when the preset has them (results/<preset>/bench/run-bench.json), else the paper's stated
+    step time at paper scale; None at digits scale without a measurement."""
+    from dar import planner
+
+    try:
+        if plan.run_bench.is_file():
+            return planner.make_plan(plan, bench=planner.read_bench(plan.run_bench), max_gpus=None)
+        if plan.preset.scale != "digits":
+            c = paper_data()["compute"]
+            batch = next(iter(plan.runs.values())).config.global_batch
+            stated = planner.stated_throughput(
+                c["sec_per_step"], planner.profile_gpus("train"), batch, f"paper App. C.2: {c['sec_per_step']:g} s/step"
+            )
+            return planner.make_plan(plan, stated=stated)
+    except planner.PlanError:
+        return None
+    return None
+
+
+def job_costs(plan: Plan) -> tuple[list[JobCost], dict, str]:
+    """Every job's cost from its Snakemake benchmark record (dar/jobcost.py), the per-rule sums, and the plan's
+    source (or why there is none). Training jobs carry the compute plan's wall time beside the spent one."""
+    from dar.jobcost import read_records, stage_breakdown
+
+    records = read_records(plan.benchmarks_dir) + read_records(plan.shared_benchmarks_dir)
+    cp = plan_source(plan)
+    planned = {}
+    if cp is not None:
+        for t in cp.trains:
+            planned[f"{t.run}_{plan.runs[(t.run, t.seed)].dir.name}"] = t.wall_s
+    rows = [
+        JobCost(
+            r.rule,
+            r.name,
+            datetime.fromtimestamp(r.start, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            r.wall_s,
+            r.max_rss_mb,
+            r.cluster,
+            r.gpus,
+            r.gpu_hours,
+            planned.get(r.name) if r.rule == "train" else None,
+        )
+        for r in sorted(records, key=lambda r: r.start)
+    ]
+    if cp is not None:
+        source = cp.trains[0].source if cp.trains else ""
+    elif plan.preset.scale == "digits":
+        source = f"none yet: python -m dar run-bench --preset {plan.preset_arg} writes {plan.run_bench}, the plan's step times"
+    else:
+        source = "none"
+    return rows, (stage_breakdown(records, cores=1) if records else {}), source
 
 
 def duration(seconds: float | None) -> str:

@@ -68,7 +68,7 @@ def environment() -> jinja2.Environment:
 def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path, claims: str | Path | None = None) -> dict:
     tables = build_tables(plan, df)
     protocols, envs, notes = provenance.cell_protocols(plan, df)
-    jobs = provenance.job_times(plan)
+    jobs, job_rules, plan_source = provenance.job_costs(plan)
     done, total = int((df["status"] == "done").sum()), len(df)
     tol = tolerances(plan)
     scale = plan.preset.scale
@@ -112,7 +112,10 @@ def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path, claim
         "protocols": protocols,
         "protocol_notes": notes,
         "jobs": jobs,
+        "job_rules": job_rules,
         "job_total": sum(j.seconds for j in jobs),
+        "gpu_total": sum(j.gpu_hours for j in jobs),
+        "plan_source": plan_source,
         "paper_sources": [(TITLES[k], paper_source(k)) for k in TITLES],
     }
 
@@ -123,13 +126,34 @@ def render(
     table: str | Path | None = None,
     kernel: str | Path | None = None,
     claims: str | Path | None = None,
+    figures_dir: str | Path | None = None,
 ) -> Path:
-    """Write the preset's page; return its path."""
+    """Write the preset's page; return its path. figures_dir: also write every figure the page embeds there as a
+    PNG (`<slot>.png`, `samples_<nn>.png`), the files `snakemake --report` shows."""
     df, source = load_table(plan, table)
     kernel = Path(kernel) if kernel else plan.kernel_bench
-    page = environment().get_template("index.html.j2").render(**context(plan, df, source, kernel, claims))
+    ctx = context(plan, df, source, kernel, claims)
+    page = environment().get_template("index.html.j2").render(**ctx)
     write_page(out, page)
+    if figures_dir is not None:
+        write_figures(Path(figures_dir), ctx)
     return Path(out)
+
+
+def write_figures(folder: Path, ctx: dict) -> list[Path]:
+    """The page's figures as PNG files: each filled figure slot as <key>.png, each sample grid as samples_<nn>.png."""
+    import base64
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = [(slot.key, slot.image) for slot in ctx["slots"] if slot.image]
+    images += [(f"samples_{i:02d}", uri) for i, (_, uri) in enumerate(ctx["samples"])]
+    out = []
+    for name, uri in images:
+        path = folder / f"{name}.png"
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+        out.append(path)
+    return out
 
 
 def write_page(path: str | Path, text: str) -> None:
@@ -187,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         default="reports/index.html",
         help="list of every preset page to (re)write; 'none' to skip (default: reports/index.html)",
     )
+    p.add_argument("--figures", default=None, help="also write the page's figures as PNGs into this folder (snakemake --report)")
     p.add_argument(
         "--screenshot", default=None, help="also save a PNG of the page's top 1400x2400 px (needs chromium; default: none)"
     )
@@ -196,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out or plan.report_page)
     try:
-        render(plan, out, args.table, args.kernel_bench, args.claims)
+        render(plan, out, args.table, args.kernel_bench, args.claims, figures_dir=args.figures)
     except ValueError as e:  # e.g. a bad evaluation.tolerance
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,7 +13,12 @@ rule diagnose:
         needs=lambda w: [ancient(f) for f in diagnostic(w).needs],
     output:
         result=f"{R}/diagnostics/{{figure}}.json",
-        figure=f"{R}/diagnostics/{{figure}}.png",
+        figure=report(
+            f"{R}/diagnostics/{{figure}}.png",
+            caption="../report/diagnostics.rst",
+            category="Diagnostics",
+            labels={"figure": "{figure}"},
+        ),
     wildcard_constraints:
         figure="fig2|fig3|fig5",
     log:
@@ -36,7 +41,12 @@ rule chunk_theory:
         cells=lambda w: list(PLAN.diagnostics["chunk_theory"].inputs),
     output:
         result=f"{R}/diagnostics/chunk_theory.json",
-        figure=f"{R}/diagnostics/chunk_theory.png",
+        figure=report(
+            f"{R}/diagnostics/chunk_theory.png",
+            caption="../report/chunk_theory.rst",
+            category="Diagnostics",
+            labels={"figure": "chunk_theory"},
+        ),
     log:
         f"{R}/logs/diagnostics_chunk_theory.log",
     benchmark:

@@ -49,7 +49,7 @@ rule collate:
     input:
         [str(c.path) for c in PLAN.cells],
     output:
-        csv=PLAN.table_path,
+        csv=report(str(PLAN.table_path), caption="../report/table.rst", category="Tables", labels={"file": "table.csv"}),
         json=str(PLAN.table_path).removesuffix(".csv") + ".json",
     log:
         f"{R}/logs/collate.log",
@@ -71,7 +71,7 @@ rule claims:
         table=PLAN.table_path,
         diagnostics=DIAGNOSTICS,
     output:
-        PLAN.claims_path,
+        report(str(PLAN.claims_path), caption="../report/claims.rst", category="Claims", labels={"file": "claims.json"}),
     log:
         f"{R}/logs/claims.log",
     benchmark:

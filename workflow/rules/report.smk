@@ -1,7 +1,8 @@
 # The HTML report: reports/<preset>/index.html (self-contained: figures embedded) and reports/index.html,
 # the list of every preset page. Diagnostics (Figs. 2, 3, 5, chunk-size theory) of the preset are inputs;
 # `python -m dar report` run by hand shows an empty slot with the command for each missing one.
-#   snakemake --report reports/provenance.zip    bundles the outputs wrapped in report() below
+#   snakemake --report report.html    Snakemake's report: the workflow description (workflow/report/), the figures,
+#                                     table.csv, claims.json and this page, each with its caption and category
 
 REPORT = str(PLAN.report_page)
 
@@ -15,10 +16,23 @@ rule report:
     output:
         html=report(
             REPORT,
+            caption="../report/report.rst",
             category="Report",
             labels={"preset": PLAN.preset.name, "page": "tables, figures, provenance"},
         ),
-        landing=report("reports/index.html", category="Report", labels={"preset": "all", "page": "list of presets"}),
+        landing=report(
+            "reports/index.html",
+            caption="../report/report.rst",
+            category="Report",
+            labels={"preset": "all", "page": "list of presets"},
+        ),
+        figures=report(
+            directory(str(PLAN.report_figures)),
+            patterns=["{figure}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+            labels={"figure": "{figure}"},
+        ),
     log:
         f"{R}/logs/report.log",
     benchmark:
@@ -31,4 +45,4 @@ rule report:
     localrule: True
     shell:
         "python -m dar report --preset {params.preset} --results {params.results} --table {input.table} "
-        "--claims {input.claims} --kernel-bench {input.kernel} --out {output.html} --landing {output.landing} > {log} 2>&1"
+        "--claims {input.claims} --kernel-bench {input.kernel} --out {output.html} --landing {output.landing} --figures {output.figures} > {log} 2>&1"
