@@ -13,6 +13,7 @@ Banner sections: embedders, block, final layer, model, positions, registry.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,10 +113,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mix_values: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """mix_values: the routing's map on the values (value residual learning), see Stream.value_mixer."""
         B, T, D = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, H, T, D/H]
+        if mix_values is not None:
+            v = mix_values(v)
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, T, D))
 
@@ -147,7 +151,8 @@ class SiTBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
         l = 2 * index + 1
         h = stream.read(l)  # h_l
-        stream.write(l, gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(h), shift_msa, scale_msa)))  # v_l
+        attn = self.attn(modulate(self.norm1(h), shift_msa, scale_msa), stream.value_mixer(l))
+        stream.write(l, gate_msa.unsqueeze(1) * attn)  # v_l
         h = stream.read(l + 1)
         stream.write(l + 1, gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(h), shift_mlp, scale_mlp)))
 

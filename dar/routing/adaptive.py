@@ -110,6 +110,9 @@ class DARStream(Stream):
 
 
 class DARRouting(Routing):
+    #: The parameter module of one aggregator (full AttnRes swaps in its unscaled-logit form, dar/routing/attnres.py).
+    aggregator_cls: type[Aggregator] = Aggregator
+
     def __init__(
         self, dim: int, depth: int, query: str = "static", chunk: int = 4, final: str = "dedicated", backend: str = "auto"
     ) -> None:
@@ -126,8 +129,8 @@ class DARRouting(Routing):
         L = self.num_sublayers
         self.sources = [sublayer_sources(l, chunk, L) for l in range(1, L + 1)]
         self.final_sources = final_sources(chunk, L)
-        self.aggregators = nn.ModuleList(Aggregator(dim, query) for _ in range(L))
-        self.final_aggregator = Aggregator(dim, query) if final == "dedicated" else None
+        self.aggregators = nn.ModuleList(self.aggregator_cls(dim, query) for _ in range(L))
+        self.final_aggregator = self.aggregator_cls(dim, query) if final == "dedicated" else None
         self.set_backend(backend)
 
     def set_backend(self, name: str) -> None:

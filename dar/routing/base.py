@@ -19,7 +19,7 @@ metrics use them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from torch import Tensor, nn
 
@@ -93,6 +93,12 @@ class Stream:
         for obs in self.observers:
             obs.on_final(h, sources, alpha)
         return h
+
+    def value_mixer(self, l: int) -> Callable[[Tensor], Tensor] | None:
+        """A map applied to the attention values of sublayer l ([B, heads, T, D/heads]) before attention, or None.
+
+        Only routings that reach inside attention (value residual learning, dar/routing/value.py) return one."""
+        return None
 
     # Implemented by each routing's stream.
     def _read(self, l: int) -> tuple[Tensor, tuple[int, ...] | None, Tensor | None]:
