@@ -37,7 +37,7 @@ METRIC_KEYS = {"fid": "fid", "sfid": "sfid", "is_mean": "is", "precision": "prec
 
 @dataclass
 class CellConfig:
-    table: str = opt("", "table1..table4 or fig1b")
+    table: str = opt("", "table1..table4, fig1b or zoo")
     name: str = opt("", "cell name (python -m dar cells lists them)")
     out: str = opt("", "cell result JSON")
     preset: str = opt("", "preset name (recorded)")

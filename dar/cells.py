@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--preset", default="digits", help="grid preset: dar/presets/<name>.yaml or a .yaml path (default: digits)")
     p.add_argument("--results", default="results", help="results root (default: results)")
-    p.add_argument("--table", help="only this table (table1..table4, fig1b)")
+    p.add_argument("--table", help="only this table (table1..table4, fig1b, zoo)")
     p.add_argument("--runs", action="store_true", help="list the training runs instead")
     args = p.parse_args(argv)
     from dar.plan import TABLES, Plan

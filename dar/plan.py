@@ -53,7 +53,7 @@ from dar.paper import comparable_scale
 from dar.sampling.config import SampleConfig
 from dar.train.config import TrainConfig
 
-TABLES = ("table1", "table2", "table3", "table4", "fig1b")
+TABLES = ("table1", "table2", "table3", "table4", "fig1b", "zoo")
 SHARED = "shared"  # <results>/shared: assets every preset shares
 SAMPLE_JOBS = ("per-set", "per-run")  # evaluation.sample_jobs: how sample sets are grouped into sampling jobs
 CELL_JOBS = ("per-cell", "per-table")  # evaluation.cell_jobs: how table cells are grouped into evaluation jobs
@@ -382,7 +382,7 @@ class Plan:
         self.sample_jobs: list[SampleJob] = self._sample_jobs()
         self._sample_job_of = {s.path: job for job in self.sample_jobs for s in job.sets}
         self.cell_jobs: list[CellJob] = self._cell_jobs()
-        self.diagnostics: dict[str, Diagnostic] = self._diagnostics() if self._diag else {}
+        self.diagnostics: dict[str, Diagnostic] = {**(self._diagnostics() if self._diag else {}), **self._zoo_diagnostics()}
 
     @classmethod
     def load(cls, preset: str, results: str | Path = "results") -> Plan:
@@ -725,6 +725,29 @@ class Plan:
             "chunk_theory", from_dict(DiagnoseConfig, kw), tuple(cells), (), (), self.job_path("diagnose", "chunk_theory")
         )
         return out
+
+    def _zoo_diagnostics(self) -> dict[str, Diagnostic]:
+        """zoo_flow: Fig. 2's statistics for every run of the zoo table (first seed, its final milestone), with the
+        diagnostics section's pairs settings when the preset has one."""
+        from dar.diagnostics.job import DiagnoseConfig
+
+        spec = self.tables.get("zoo")
+        if not spec:
+            return {}
+        diag, seed = self._diag or {}, self.seeds[0]
+        runs = tuple(("method", self.runs[(name, seed)], self.runs[(name, seed)].iterations) for name in spec.runs)
+        kw = {
+            "figure": "zoo_flow",
+            "out": str(self.root / "diagnostics" / "zoo_flow.json"),
+            "checkpoints": [str(run.checkpoint(it)) for _, run, it in runs],
+            "labels": [run.label for _, run, _ in runs],
+            "data": str(self.latents_dir),
+            "device": diag.get("device", self._data["train"].get("device", "auto")),
+        }
+        kw.update({k: diag[k] for k in ("num_samples", "t_grid", "batch_size", "seed") if k in diag})
+        needs = (str(self.latents_dir / "index.json"), *(str(run.done) for _, run, _ in runs))
+        cfg = from_dict(DiagnoseConfig, kw, where="tables.zoo")
+        return {"zoo_flow": Diagnostic("zoo_flow", cfg, (), needs, runs, self.job_path("diagnose", "zoo_flow"))}
 
     # ------------------------------------------------------------------ shared jobs
     @property

@@ -19,9 +19,11 @@ is kept (the kernel benchmark writes `kernel.partial.json` as it goes).
                  dar-dynamic-c4 with the fused kernel (the <= 1.10x step target)
     train_torch  dar-static-c4 with the PyTorch reference aggregation (what the kernel saves end to end)
     sweep        the fused kernel's block sizes at N = 57, B = 32, dynamic query
+    zoo          train-bench SiT-XL/2, batch 32, bf16: the routing zoo (dar.routing.ZOO) beside the
+                 residual step (each method's step time relative to residual = 1.00)
 
 Writes into --out (at most 8 files, what the device tool brings back): device_check.log
-(every stage's output), kernel.json, train.json, train_torch.json, sweep.json and
+(every stage's output), kernel.json, train.json, train_torch.json, sweep.json, zoo.json and
 summary.json (stage status and the headline numbers, which are also printed last).
 Nothing here asserts a target: the summary reports each measured value beside it.
 """
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dar.io import write_json
+from dar.routing import ZOO
 from kernels.bench import partial_path
 
 TRAIN_STEP_TARGET = 1.10  # issue 9: fused DAR-static-c4 step <= 1.10x the residual step (SiT-XL/2, batch 32, bf16)
@@ -157,6 +160,7 @@ def plan(out: Path, smoke: bool, junit: Path) -> list[Stage]:
                                  "--out", str(out / "train.json")]),
             Stage("train_torch", 300, [*dar, "train-bench", *tiny, "--routing", "dar-static-c4",
                                        "--out", str(out / "train_torch.json")]),
+            Stage("zoo", 300, [*dar, "train-bench", *tiny, "--routing", "residual", *ZOO, "--out", str(out / "zoo.json")]),
         ]  # fmt: skip
     xl = ["--model", "SiT-XL/2", "--batch", "32", "--precision", "bf16", "--steps", "20", "--warmup", "5"]
     return [
@@ -171,6 +175,8 @@ def plan(out: Path, smoke: bool, junit: Path) -> list[Stage]:
                                   "--out", str(out / "train_torch.json")]),
         Stage("sweep", 150, [*dar, "kernel-bench", "--out", str(out / "sweep.json"), "--batch", "32", "--sources", "57",
                              "--queries", "dynamic", "--methods", "fused", "--passes", "fwd", "--sweep"]),
+        Stage("zoo", 240, [*dar, "train-bench", *xl, "--steps", "10", "--routing", "residual", *ZOO,
+                           "--out", str(out / "zoo.json")]),
     ]  # fmt: skip
 
 
@@ -277,6 +283,7 @@ def summarize(out: Path, results: list[StageResult], junit: Path) -> dict:
         "kernel": summarize_kernel(kernel),
         "train": summarize_train(_load(out / "train.json"), _load(out / "train_torch.json")),
         "sweep": summarize_sweep(_load(out / "sweep.json")),
+        "zoo": summarize_train(_load(out / "zoo.json")),
     }
 
 
@@ -314,6 +321,12 @@ def summary_lines(s: dict) -> list[str]:
             if "target" in r:
                 tgt = f" (target <= {r['target']:.2f}x: {'met' if r['target_met'] else 'not met'})"
             lines.append(f"  {r['routing']} [{r['backend']}]: {r['ms_per_step']:.1f} ms/step{ratio}{tgt}")
+    if s.get("zoo"):
+        z = s["zoo"]
+        lines.append(f"routing zoo step, {z['model']} batch {z['batch']} {z['precision']} (residual = 1.00):")
+        for r in z["rows"]:
+            ratio = "" if r["ratio_to_residual"] is None else f"{r['ratio_to_residual']:.2f}x, "
+            lines.append(f"  {r['routing']}: {ratio}{r['ms_per_step']:.1f} ms/step")
     if s["sweep"] and s["sweep"].get("best"):
         sw = s["sweep"]
         for p, best in sw["best"].items():

@@ -85,7 +85,7 @@ def test_unexpected_failures_are_one_line_and_debug_shows_the_traceback(monkeypa
 
 def test_expected_failures_of_any_command_are_error_lines(tmp_path, capsys):
     assert dar_main(["cells", "--table", "tabel1"]) == 2
-    assert capsys.readouterr().err == "error: --table 'tabel1' is not one of table1, table2, table3, table4, fig1b\n"
+    assert capsys.readouterr().err == "error: --table 'tabel1' is not one of table1, table2, table3, table4, fig1b, zoo\n"
     assert dar_main(["train", "--config", str(tmp_path / "none.json")]) == 2
     assert f"error: config file {tmp_path / 'none.json'} does not exist" in capsys.readouterr().err
     (tmp_path / "list.json").write_text("[1, 2]")

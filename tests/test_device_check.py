@@ -122,7 +122,7 @@ def test_without_cuda_it_says_to_use_smoke(capsys):
 def test_gpu_plan_fits_what_the_device_tool_brings_back(tmp_path):
     """At most 8 files come back from a lent machine: the stages write no more than that."""
     stages = dc.plan(tmp_path, smoke=False, junit=tmp_path / "j.xml")
-    assert [s.name for s in stages] == ["env", "tests", "kernel", "train", "train_torch", "sweep"]
+    assert [s.name for s in stages] == ["env", "tests", "kernel", "train", "train_torch", "sweep", "zoo"]
     files = {a for s in stages for a in s.argv if a.startswith(str(tmp_path)) and a.endswith(".json")}
     files |= {str(bench.partial_path(tmp_path / "kernel.json")), "device_check.log", "summary.json"}
     assert len(files) <= 8

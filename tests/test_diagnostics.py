@@ -395,6 +395,22 @@ def test_job_writes_each_figure(trained, tmp_path, capsys):
     assert "[diagnose] wrote" in capsys.readouterr().out
 
 
+def test_zoo_flow_measures_every_checkpoint_like_fig2(trained, tmp_path):
+    root, ckpts = trained
+    common = ["--data", str(root / "lat"), "--num-samples", "8", "--t-grid", "3", "--batch-size", "8", "--device", "cpu"]
+    pair = ["--baseline", str(ckpts["residual"]), "--dar", str(ckpts["dar-static-c4"])]
+    assert diagnose_main(["--figure", "fig2", *pair, *common, "--out", str(tmp_path / "fig2.json")]) == 0
+    models = ["--checkpoints", f"{ckpts['residual']},{ckpts['dar-static-c4']}", "--labels", "SiT,DAR"]
+    assert diagnose_main(["--figure", "zoo_flow", *models, *common, "--out", str(tmp_path / "zoo.json")]) == 0
+    fig2, zoo = (json.loads((tmp_path / f).read_text()) for f in ("fig2.json", "zoo.json"))
+    assert [m["label"] for m in zoo["ours"]["methods"]] == ["SiT", "DAR"] and len(zoo["summary"]) == 2
+    for m, role in zip(zoo["ours"]["methods"], ("baseline", "dar")):  # the same pairs and statistics as Fig. 2's
+        for key in ("rms", "grad_rms", "cos"):
+            np.testing.assert_allclose(m[key], fig2["ours"][role]["at_t"][key], rtol=1e-6)
+    assert (tmp_path / "zoo.png").stat().st_size > 10_000
+    assert diagnose_main(["--figure", "zoo_flow", *common, "--out", str(tmp_path / "x.json")]) == 2  # no checkpoints
+
+
 def test_job_chunk_theory_and_errors(tmp_path, capsys):
     out = tmp_path / "ct.json"
     assert (

@@ -25,7 +25,7 @@ def bad(tmp_path, mutate):
 
 
 def test_presets_ship_with_the_package():
-    assert grid.presets() == ["digits", "imagenet256", "rehearsal", "smoke"]
+    assert grid.presets() == ["digits", "imagenet256", "rehearsal", "smoke", "zoo", "zoo-imagenet256"]
     for name in grid.presets():
         data, text, path = grid.load(name)
         assert data["name"] == name and text.startswith("#") and path.name == f"{name}.yaml"
@@ -74,7 +74,7 @@ def test_bad_grids_name_the_offending_key(tmp_path, mutate, message):
 
 
 def test_unknown_preset_lists_the_shipped_ones(tmp_path):
-    shipped = r"\['digits', 'imagenet256', 'rehearsal', 'smoke'\]"
+    shipped = r"\['digits', 'imagenet256', 'rehearsal', 'smoke', 'zoo', 'zoo-imagenet256'\]"
     with pytest.raises(GridError, match=r"no grid file for 'nope'; choose one of " + shipped):
         grid.load("nope")
     with pytest.raises(GridError, match="no grid file"):

@@ -59,6 +59,20 @@ def test_tiny_digits_run_learns_and_records(digits_cache, tmp_path):
     assert ckpt["step"] == 10 and model.routing_spec.name == "dar-static-c4"
 
 
+def test_a_zoo_routing_and_its_width_matched_control_train_and_load(digits_cache, tmp_path):
+    from dar.models.matched import matched_width
+
+    out = train(tiny_cfg(digits_cache, tmp_path / "hc", routing="hc-dynamic-n4", iterations=6, milestones=[3]))
+    model, _ = ckpt_io.load_for_inference(out / "checkpoints" / "step_0000003.pt")
+    assert model.routing_spec.name == "hc-dynamic-n4"
+    out = train(tiny_cfg(digits_cache, tmp_path / "ctrl", width_match="mhc-n4", iterations=6, milestones=[3]))
+    saved = json.loads((out / "config.json").read_text())
+    width = matched_width("SiT-T/2", "mhc-n4", input_size=8, in_channels=1, num_classes=10)
+    assert width != 64 and saved["arch"]["hidden_size"] == width and saved["config"]["width_match"] == "mhc-n4"
+    model, _ = ckpt_io.load_for_inference(out / "checkpoints" / "step_0000003.pt")
+    assert model.hidden_size == width and model.routing_spec.name == "residual"
+
+
 def test_imagefolder_run(tmp_path):
     from test_data import make_tree
 

@@ -71,6 +71,20 @@ def test_the_slurm_profile_separates_launcher_slots_from_the_cpus_each_job_asks_
         assert f"--partition={train['partition']}" in sbatch
 
 
+def test_dry_run_of_the_paper_scale_routing_zoo_through_the_slurm_profile(tmp_path):
+    res = snakemake("-n", "--profile", "slurm", "--config", "preset=zoo-imagenet256", f"results={tmp_path}")
+    counts = job_counts(res.stdout)
+    # 11 SiT-XL/2 trainings of 400K iterations (residual, DAR static c4, the nine zoo methods), FID-50K every 100K
+    assert counts["train"] == 11 and counts["cell"] == 44 and counts["sample"] == 44
+
+
+def test_dry_run_of_the_digits_routing_zoo(tmp_path):
+    res = snakemake("-n", "--cores", "2", "--config", "preset=zoo", f"results={tmp_path}")
+    counts = job_counts(res.stdout)
+    # 12 runs (with the width-matched control of mHC) x 3 seeds; one sampling job per run and seed; one cell job
+    assert counts["train"] == 36 and counts["sample"] == 36 and counts["cells_zoo"] == 1
+
+
 def test_dry_run_of_the_default_digits_grid(tmp_path):
     """Three seeds per run; one sampling job per run and seed; one evaluation job per table."""
     res = snakemake("-n", "--cores", "2", "--config", f"results={tmp_path}")

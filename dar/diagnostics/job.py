@@ -5,11 +5,12 @@
     python -m dar diagnose --figure fig3 --baseline sit.pt --dar static-c4.pt --data ... --out .../fig3.json
     python -m dar diagnose --figure fig5 --probe dynamic-c4.pt --data ... --out .../fig5.json
     python -m dar diagnose --figure chunk_theory --model SiT-XL/2 --cells a.json,b.json --out .../chunk_theory.json
+    python -m dar diagnose --figure zoo_flow --checkpoints sit.pt,attnres.pt,... --labels SiT,AttnRes,... --data ...
 
 The PNG is written beside the JSON (<out> with suffix .png). JSON layout, the
 same for every figure (the report reads it):
 
-    figure     fig2 | fig3 | fig5 | chunk_theory
+    figure     fig2 | fig3 | fig5 | chunk_theory | zoo_flow
     title      one line
     paper      the paper's reported numbers / findings for this figure
     ours       our measurements (fig2, fig3: keyed by role "baseline" / "dar";
@@ -31,6 +32,8 @@ same for every figure (the report reads it):
                   (test R^2), train_r2 {...}, num_train_pairs, num_test_pairs, features
     chunk_theory  num_sublayers, alpha_band, s_star_band, s_star {alpha}, numeric_check, valid_chunk_sizes,
                   best_valid_chunk, curve {S, cost {alpha}}, paper_depth {L = 56 bands}, measured [{chunk, fid, ...}]
+    zoo_flow      methods [{label, routing, run, rms[K], grad_rms[K], cos[K-1], loss}]: Fig. 2's statistics at
+                  --t-reference for every checkpoint of --checkpoints (the routing zoo's runs, the baseline first)
 
 Time convention (SiT, dar.transport.path): t = 0 noise, t = 1 data. The
 paper's Fig. 2 is "measured at t = 1.0"; the SiT code the paper builds on uses
@@ -50,7 +53,7 @@ from dar.config import AT_LEAST_1, NON_NEGATIVE, ConfigError, Range, check_value
 from dar.distributed import pick_device
 from dar.io import write_json
 
-FIGURES = ("fig2", "fig3", "fig5", "chunk_theory")
+FIGURES = ("fig2", "fig3", "fig5", "chunk_theory", "zoo_flow")
 T_CONVENTION = (
     "SiT: x_t = t x1 + (1 - t) x0, t = 0 noise, t = 1 data. The paper's Fig. 2 is 'measured at t = 1.0'; the SiT code "
     "it builds on uses this convention, so t = 1.0 is read as the data end (x_t = x1, the clean latent). Every statistic "
@@ -60,10 +63,12 @@ T_CONVENTION = (
 
 @dataclass
 class DiagnoseConfig:
-    figure: str = opt("", "which diagnostic: fig2 | fig3 | fig5 | chunk_theory", choices=FIGURES)
+    figure: str = opt("", "which diagnostic: fig2 | fig3 | fig5 | chunk_theory | zoo_flow", choices=FIGURES)
     baseline: str = opt("", "fig2/fig3: checkpoint of the residual baseline (the paper: SiT-XL/2 at 600K)")
     dar: str = opt("", "fig2/fig3: checkpoint of the DAR run (the paper: DAR static c4 at 600K)")
     probe: str = opt("", "fig5: checkpoint whose aggregator inputs are probed (the paper: DAR-Dynamic)")
+    checkpoints: list[str] = opt([], "zoo_flow: a checkpoint of every method compared, the residual baseline first")
+    labels: list[str] = opt([], "zoo_flow: a label per checkpoint (default: each routing's label)")
     data: str = opt("", "latent cache folder the (image, noise) pairs are drawn from (fig2, fig3, fig5)")
     out: str = opt("diagnostics.json", "result JSON; the figure is written beside it with suffix .png")
     num_samples: int = opt(256, "(image, noise) pairs (the paper: 4096)", range=AT_LEAST_1)
@@ -95,15 +100,21 @@ class DiagnoseConfig:
             if len(self.alpha_band) != 2 or not 0 < self.alpha_band[0] < self.alpha_band[1] < 1:
                 raise ConfigError(f"alpha_band: two values 0 < lo < hi < 1, got {self.alpha_band}")
             return
-        needed = {"fig2": ("baseline", "dar"), "fig3": ("baseline", "dar"), "fig5": ("probe",)}[self.figure]
-        given = [k for k in needed if getattr(self, k)]
-        if not given:
-            raise ConfigError(f"{self.figure} needs a checkpoint: --{' and/or --'.join(needed)}")
-        for key in given:
-            if not Path(getattr(self, key)).is_file():
-                raise ConfigError(
-                    f"{key}: checkpoint {getattr(self, key)} does not exist; train that run first (python -m dar train)"
-                )
+        if self.figure == "zoo_flow":
+            if not self.checkpoints:
+                raise ConfigError("zoo_flow needs --checkpoints: one per method, the residual baseline first")
+            if self.labels and len(self.labels) != len(self.checkpoints):
+                raise ConfigError(f"labels: {len(self.labels)} given for {len(self.checkpoints)} checkpoints; one each")
+            paths = [("checkpoints", p) for p in self.checkpoints]
+        else:
+            needed = {"fig2": ("baseline", "dar"), "fig3": ("baseline", "dar"), "fig5": ("probe",)}[self.figure]
+            given = [k for k in needed if getattr(self, k)]
+            if not given:
+                raise ConfigError(f"{self.figure} needs a checkpoint: --{' and/or --'.join(needed)}")
+            paths = [(k, getattr(self, k)) for k in given]
+        for key, path in paths:
+            if not Path(path).is_file():
+                raise ConfigError(f"{key}: checkpoint {path} does not exist; train that run first (python -m dar train)")
         if not self.data:
             raise ConfigError("data: give the latent cache folder the pairs come from (--data)")
         if self.num_samples < (2 if self.figure == "fig5" else 1) or self.batch_size < 1:
@@ -112,7 +123,7 @@ class DiagnoseConfig:
             raise ConfigError(f"t_grid: at least 2 points (both ends of [0, 1]), got {self.t_grid}")
         from dar.diagnostics.pairs import t_grid
 
-        if self.figure == "fig2" and min(abs(t - self.t_reference) for t in t_grid(self.t_grid)) > 1e-9:
+        if self.figure in ("fig2", "zoo_flow") and min(abs(t - self.t_reference) for t in t_grid(self.t_grid)) > 1e-9:
             raise ConfigError(f"t_reference {self.t_reference} is not on the {self.t_grid}-point grid {t_grid(self.t_grid)}")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
@@ -229,6 +240,46 @@ def run_fig2(cfg: DiagnoseConfig, device: torch.device) -> dict:
     }
 
 
+def run_zoo_flow(cfg: DiagnoseConfig, device: torch.device) -> dict:
+    """Fig. 2's statistics at t_reference for every method of the routing zoo, loaded one at a time."""
+    from dar.diagnostics import flow
+
+    ts, pairs = load_grid_pairs(cfg)
+    t = min(ts, key=lambda x: abs(x - cfg.t_reference))
+    methods, runs, summary = [], [], []
+    for i, path in enumerate(cfg.checkpoints):
+        model, rec = load_model(path, cfg.ema, device)
+        if cfg.labels:
+            rec["label"] = cfg.labels[i]
+        s = flow.at_t(flow.flow_stats(model, pairs, [t], cfg.batch_size, device), t)
+        methods.append({"label": rec["label"], "routing": rec["routing"], "run": rec["run"], **s})
+        runs.append(rec)
+        K = len(s["rms"])
+        m = flow.early_blocks(K)
+        half = (K - 1) // 2
+        early, deep = sum(s["grad_rms"][:m]) / m, sum(s["grad_rms"][m:]) / (K - m)
+        summary.append(
+            f"{rec['label']}: RMS(z_k) x{s['rms'][-1] / s['rms'][0]:.3g} from block 1 to {K}; gradient RMS early/deep "
+            f"x{early / deep:.3g}; deep-half mean cos {sum(s['cos'][half:]) / len(s['cos'][half:]):.3f}; loss {s['loss']:.4f}"
+        )
+        del model
+    return {
+        "figure": "zoo_flow",
+        "title": f"Routing zoo: forward RMS, gradient RMS and adjacent-block cosine over depth (Fig. 2's statistics, t = {t:g})",
+        "paper": flow.PAPER,
+        "ours": {"methods": methods},
+        "runs": runs,
+        "protocol": {
+            **pairs_protocol(cfg, ts, device),
+            "t_reference": t,
+            "z_k": "block k's output state: the stream's read of sublayer 2k+1, the head's input for the last block "
+            "(Hyper-Connections / mHC: the mix of the n copies that block k+1 reads)",
+            "statistics": "as Fig. 2 (dar/diagnostics/flow.py), at t_reference only",
+        },
+        "summary": summary,
+    }
+
+
 def run_fig3(cfg: DiagnoseConfig, device: torch.device) -> dict:
     from dar.diagnostics import importance
 
@@ -341,7 +392,7 @@ def run(cfg: DiagnoseConfig) -> dict:
         result = run_chunk_theory(cfg)
     else:
         device = pick_device(cfg.device)
-        result = {"fig2": run_fig2, "fig3": run_fig3, "fig5": run_fig5}[cfg.figure](cfg, device)
+        result = {"fig2": run_fig2, "fig3": run_fig3, "fig5": run_fig5, "zoo_flow": run_zoo_flow}[cfg.figure](cfg, device)
     result["config"] = to_dict(cfg)
     result["environment"] = environment()
     out = Path(cfg.out)

@@ -245,4 +245,27 @@ def plot_chunk_theory(result: dict, out: str | Path) -> Path:
     return _finish(fig, result, out)
 
 
-PLOTS = {"fig2": plot_fig2, "fig3": plot_fig3, "fig5": plot_fig5, "chunk_theory": plot_chunk_theory}
+def plot_zoo_flow(result: dict, out: str | Path) -> Path:
+    """Fig. 2's three panels with one line per method (the baseline dashed)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), dpi=110)
+    titles = ("forward RMS(z_k)", "gradient RMS(dL/dz_k)", "cos(z_k, z_k+1)")
+    for i, m in enumerate(result["ours"]["methods"]):
+        K = len(m["rms"])
+        blocks = np.arange(1, K + 1)
+        kw = dict(marker="o", ms=2.5, lw=1.1, ls="--" if i == 0 else "-", label=m["label"])
+        axes[0].plot(blocks, m["rms"], **kw)
+        axes[1].plot(blocks, m["grad_rms"], **kw)
+        axes[2].plot(blocks[:-1], m["cos"], **kw)
+    for j, ax in enumerate(axes):
+        ax.set_title(f"{titles[j]} at t = {result['protocol']['t_reference']:g}", fontsize=9)
+        ax.set_xlabel("block k" if j < 2 else "block k (pair k, k+1)")
+        ax.grid(alpha=0.3)
+        values = [v for line in ax.get_lines() for v in line.get_ydata()]
+        if j < 2 and values and min(values) > 0 and max(values) / min(values) > 30:
+            ax.set_yscale("log")
+    axes[2].legend(fontsize=6.5, ncol=1, loc="best")
+    return _finish(fig, result, out)
+
+
+PLOTS = {"fig2": plot_fig2, "fig3": plot_fig3, "fig5": plot_fig5, "chunk_theory": plot_chunk_theory, "zoo_flow": plot_zoo_flow}

@@ -26,7 +26,7 @@ import pandas as pd
 from dar.io import atomic_path
 from dar.paper import paper_source
 from dar.plan import Plan, load_for_cli
-from dar.report import provenance, slots, verdicts
+from dar.report import provenance, slots, verdicts, zoo
 from dar.report.tables import METRIC_LABELS, TITLES, build_tables, load_table, tolerance_text, tolerances
 
 FEATURES_TEXT = {
@@ -104,6 +104,7 @@ def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path, claim
             slots.kernel_slot(plan, kernel),
         ],
         "samples": slots.sample_grids(plan),
+        "zoo": zoo.section(plan, df),
         "commits": provenance.commits(protocols),
         "packages": provenance.package_table(envs),
         "config": provenance.resolved_config(plan),
@@ -116,7 +117,7 @@ def context(plan: Plan, df: pd.DataFrame, table_source: str, kernel: Path, claim
         "job_total": sum(j.seconds for j in jobs),
         "gpu_total": sum(j.gpu_hours for j in jobs),
         "plan_source": plan_source,
-        "paper_sources": [(TITLES[k], paper_source(k)) for k in TITLES],
+        "paper_sources": [(TITLES[k], paper_source(k)) for k in TITLES if paper_source(k)],
     }
 
 
@@ -146,6 +147,7 @@ def write_figures(folder: Path, ctx: dict) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     images = [(slot.key, slot.image) for slot in ctx["slots"] if slot.image]
+    images += list((ctx.get("zoo") or {}).get("images", {}).items())
     images += [(f"samples_{i:02d}", uri) for i, (_, uri) in enumerate(ctx["samples"])]
     out = []
     for name, uri in images:

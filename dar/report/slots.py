@@ -97,7 +97,7 @@ def diagnostics(plan: Plan) -> list[Slot]:
         path = plan.diagnostics[key].path if key in plan.diagnostics else plan.root / "diagnostics" / f"{key}.json"
         png = path.with_suffix(".png")
         slot = Slot(key, title, what, source=str(path), commands=[snakemake(plan, path)])
-        if not plan.diagnostics:
+        if key not in plan.diagnostics:
             slot.commands = []
             slot.notes.append(f"the {plan.preset.name} grid has no diagnostics section (diagnostics: in {plan.preset.source})")
         if path.is_file():

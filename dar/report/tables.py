@@ -43,7 +43,14 @@ TOLERANCE = {
     "precision": {"rel": 0.0, "abs": 0.02},
     "recall": {"rel": 0.0, "abs": 0.02},
 }
-TITLES = {"table1": "Table 1", "table2": "Table 2", "table3": "Table 3", "table4": "Table 4", "fig1b": "Fig. 1b points"}
+TITLES = {
+    "table1": "Table 1",
+    "table2": "Table 2",
+    "table3": "Table 3",
+    "table4": "Table 4",
+    "fig1b": "Fig. 1b points",
+    "zoo": "Routing zoo",
+}
 SAMPLER_LABELS = {"ode": "ODE", "sde": "SDE"}
 
 
@@ -404,6 +411,11 @@ def build_tables(plan: Plan, df: pd.DataFrame) -> list[TableView]:
         curve_table(res, "table3", "Compatibility with REPA: FID over training without and with DAR."),
         table4(res),
         curve_table(res, "fig1b", "The points of Fig. 1b: FID over training iterations for each run."),
+        *(
+            [curve_table(res, "zoo", "The routing zoo: every method's FID at matched iterations (mean over seeds).")]
+            if res.in_grid("zoo")
+            else []
+        ),
     ]
 
 

@@ -20,7 +20,14 @@ class TrainConfig:
     data: str = opt("results/latents/digits", "latent cache folder (python -m dar cache-latents)", identity=False)
     out: str = opt("results/runs/debug", "run folder: checkpoints, metrics.jsonl, config.json", identity=False)
     model: str = opt("SiT-T/2", "registered model name (python -m dar params lists them)")
-    routing: str = opt("residual", "routing: residual | skip | dar-<static|explicit|dynamic>-c<S>[-repa]")
+    routing: str = opt(
+        "residual", "routing: residual | skip | dar-<static|explicit|dynamic>-c<S>[-repa] | a routing-zoo method (dar.routing)"
+    )
+    width_match: str | None = opt(
+        None,
+        "widen this residual model to the parameter count of that routing, e.g. mhc-n4 (the SiT-Plus construction, "
+        "dar/models/matched.py)",
+    )
     routing_backend: str = opt(
         "auto",
         "DAR aggregation backend: torch | triton | auto (triton on CUDA)",
@@ -82,6 +89,8 @@ class TrainConfig:
         out = identity_fields(self)
         if not self.repa:
             out = {k: v for k, v in out.items() if not k.startswith("repa_")}
+        if self.width_match is None:  # absent from every identity recorded before the field existed
+            del out["width_match"]
         return {**out, "data": data}
 
     def validate(self) -> None:
@@ -99,6 +108,13 @@ class TrainConfig:
                 check_chunk_size(spec.chunk, 2 * depth)
         except ValueError as e:
             raise ConfigError(f"routing: {e} (model {self.model})") from None
+        if self.width_match is not None:
+            if self.routing != "residual":
+                raise ConfigError(f"width_match: a width-matched control is a residual model; routing is {self.routing!r}")
+            try:
+                parse_routing(self.width_match)
+            except ValueError as e:
+                raise ConfigError(f"width_match: {e}") from None
         bad = [m for m in self.milestones if not 1 <= m <= self.iterations]
         if bad:
             raise ConfigError(f"milestones {bad} lie outside 1..iterations={self.iterations}")

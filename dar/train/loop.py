@@ -33,6 +33,7 @@ from dar.fingerprint import IdentityMismatch, differences, fingerprint
 from dar.io import write_json
 from dar.lock import FolderBusy, FolderLock
 from dar.models import build_model
+from dar.models.matched import matched_width
 from dar.provenance import environment, file_sha256
 from dar.repa import HiddenCapture, alignment_loss, build_encoder, build_projector
 from dar.routing import AlphaRecorder
@@ -238,6 +239,9 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, run_dir: Path, data: La
         learn_sigma=cfg.learn_sigma,
         class_dropout_prob=cfg.class_dropout,
     )
+    if cfg.width_match is not None:  # kept in the checkpoint's arch: sampling rebuilds the same width
+        arch["hidden_size"] = matched_width(cfg.model, cfg.width_match, **arch)
+        log.info("width-matched control: hidden size %d matches %s's parameter count", arch["hidden_size"], cfg.width_match)
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg.model, cfg.routing, **arch, routing_backend=cfg.routing_backend).to(dev)

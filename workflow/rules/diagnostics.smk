@@ -3,6 +3,7 @@
 #   fig2, fig3     the preset's diagnostics.runs [residual baseline, DAR run] at diagnostics.iteration
 #                  (default: each run's final milestone), first seed
 #   fig5           the timestep probe of diagnostics.probe_run (its final milestone)
+#   zoo_flow       Fig. 2's statistics for every run of a zoo table (first seed, final milestone)
 #   chunk_theory   Eq. 8-9 for the model's L; shows the Table 4 FIDs, so it waits for the Table 4 cells
 #                  when the preset has a table4 (no checkpoint of its own)
 # Each figure's config, checkpoints and inputs come from the plan (dar.plan.Plan.diagnostics).
@@ -20,7 +21,7 @@ rule diagnose:
             labels={"figure": "{figure}"},
         ),
     wildcard_constraints:
-        figure="fig2|fig3|fig5",
+        figure="fig2|fig3|fig5|zoo_flow",
     log:
         f"{R}/logs/diagnostics_{{figure}}.log",
     benchmark:
