@@ -108,8 +108,7 @@ def validate(data: dict[str, Any], where: str = "config") -> None:
         key = ".".join(str(p) for p in e.path) or "(top level)"
         raise GridError(f"{key}: {e.message} (in {where}; schema dar/presets/{SCHEMA_NAME})")
     from dar.models import MODELS, SIZES
-    from dar.routing import parse_routing
-    from dar.routing.chunks import check_chunk_size
+    from dar.routing import check_routing
     from dar.train.config import TrainConfig
 
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -128,10 +127,9 @@ def validate(data: dict[str, Any], where: str = "config") -> None:
         model = r.get("model", data["train"].get("model", "SiT-T/2"))
         if model not in MODELS:
             raise GridError(f"runs.{name}.model: unknown model {model!r}; registered: {', '.join(MODELS)}")
+        size = SIZES[MODELS[model][0]]
         try:
-            spec = parse_routing(r["routing"])
-            if spec.kind == "dar":
-                check_chunk_size(spec.chunk, 2 * SIZES[MODELS[model][0]].depth)
+            check_routing(r["routing"], size.hidden_size, size.depth)
         except ValueError as e:
             raise GridError(f"runs.{name}.routing: {e}") from None
     if any(r.get("repa", False) for r in data["runs"].values()) and "repa" not in data:

@@ -12,7 +12,7 @@ from conftest import randomize, tiny_batch, tiny_model
 from dar.models import build_model
 from dar.params import count_params
 from dar.repa.align import HiddenCapture
-from dar.routing import ZOO, AlphaRecorder, parse_routing
+from dar.routing import ZOO, AlphaRecorder, Observer, parse_routing
 from dar.routing.denseformer import dwa_sources
 from dar.routing.mhc import SINKHORN_ITERS, sinkhorn
 from dar.transport.guidance import guided_velocity
@@ -98,7 +98,23 @@ def test_starts_as_the_residual_model(routing):
     else:
         # HC / mHC: the head reads the sum of n equal copies, n h; SiT's final LayerNorm removes the scale up to its eps
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert not torch.equal(ref(x, t, y), zoo_model("attnres")(x, t, y))  # the check can fail: AttnRes starts uniform
+
+
+def test_hc_and_mhc_start_reading_copy_l_mod_n():
+    # HC: A_m = e_{(l-1) mod n}; mHC: H_pre = 1 - eps on copy (l-1) mod n. Equal copies at init hide this from the
+    # output check above, so the maps are checked directly.
+    from dar.routing.mhc import MHC_PRE_EPS
+
+    hc, mhc = zoo_model("hc-static-n4").routing, zoo_model("mhc-n4").routing
+    stream = torch.randn(1, 2, 4, hc.dim)
+    for i, (c, m) in enumerate(zip(hc.connections, mhc.connections)):
+        assert torch.equal(c.a_m, torch.nn.functional.one_hot(torch.tensor(i % 4), 4).float())
+        assert torch.equal(c.a_r, torch.eye(4)) and torch.equal(c.b, torch.ones(4))
+        pre, post, _ = m.maps(stream)
+        want = torch.full((4,), MHC_PRE_EPS / 3)
+        want[i % 4] = 1 - MHC_PRE_EPS
+        torch.testing.assert_close(pre[0, 0], want, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(post, torch.ones_like(post))
 
 
 def test_a_trained_mixing_weight_changes_the_output():
@@ -133,20 +149,40 @@ def test_full_attnres_is_dar_static_c1_with_its_temperature():
         assert not torch.allclose(attn(x, t, y), dar(x, t, y), atol=1e-4)
 
 
-def test_block_attnres_with_one_sublayer_per_block_is_full_attnres():
-    ref = random_backbone()
-    full, block = zoo_model("attnres"), zoo_model(f"attnres-block-n{2 * DEPTH}")
-    for m in (full, block):
-        backbone_from(m, ref)
+def test_block_attnres_stream_by_hand():
+    # N = 2 blocks of S = 4 sublayers (depth 4): sublayer l attends over b_0 = v_0, the completed block sums and the
+    # running sum of its own block; the head over b_0, b_1, b_2. Written out with the one aggregation (Eq. 5).
+    from dar.routing import aggregate
+    from dar.routing.attnres import BlockAttnResRouting
+
+    routing = BlockAttnResRouting(6, 4, blocks=2)
+    randomize(routing, seed=7, std=0.5)
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.randn(2, 3, 6, generator=g)
+    vs = {l: torch.randn(2, 3, 6, generator=g) for l in range(1, 9)}
+    stream = routing.start(x0, torch.zeros(2, 6))
+
+    def attend(agg, srcs):
+        return aggregate(srcs, agg.query * 6**0.5, agg.norm_weight)
+
     with torch.no_grad():
-        randomize(full.routing, seed=5, std=0.5)
-        block.routing.load_state_dict(full.routing.state_dict())
-        x, t, y = tiny_batch(full)
-        torch.testing.assert_close(block(x, t, y), full(x, t, y), rtol=1e-5, atol=1e-6)
-        two = zoo_model("attnres-block-n2")
-        backbone_from(two, ref)
-        two.routing.load_state_dict(full.routing.state_dict())
-        assert not torch.allclose(two(x, t, y), full(x, t, y), atol=1e-4)  # coarser blocks: other sources
+        for l in range(1, 9):
+            first = 1 if l <= 4 else 5
+            done = [x0] + ([sum(vs[i] for i in range(1, 5))] if l > 4 else [])
+            partial = [sum(vs[i] for i in range(first, l))] if l > first else []
+            torch.testing.assert_close(stream.read(l), attend(routing.aggregators[l - 1], done + partial))
+            stream.write(l, vs[l])
+        blocks = [x0, sum(vs[i] for i in range(1, 5)), sum(vs[i] for i in range(5, 9))]
+        torch.testing.assert_close(stream.read_final(), attend(routing.final_aggregator, blocks))
+
+
+def test_block_attnres_blocks_hold_whole_sit_blocks():
+    from dar.routing.attnres import default_blocks
+
+    assert [default_blocks(d) for d in (8, 12, 24, 28)] == [8, 6, 8, 7]  # the divisor of the depth nearest 8
+    assert zoo_model("attnres-block").routing.num_blocks == 4 and parse_routing("attnres-block").name == "attnres-block"
+    with pytest.raises(ValueError, match="do not divide the depth 4"):
+        zoo_model("attnres-block-n8")
 
 
 def test_block_attnres_sources_are_block_sums():
@@ -162,6 +198,11 @@ def test_block_attnres_sources_are_block_sums():
     assert rec.weights["final"][0] == (0, 4, 8)
     with pytest.raises(ValueError, match="valid N"):
         zoo_model("attnres-block-n3")
+    from dar.config import ConfigError
+    from dar.train.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="routing: Block AttnRes: N=3"):  # caught when the config is validated
+        TrainConfig(model="SiT-T/2", routing="attnres-block-n3").validate()
 
 
 def test_dwa_parameter_count_is_the_papers_formula():
@@ -180,7 +221,7 @@ def test_zoo_parameter_counts_follow_their_formulas():
     extra = {r: count_params("SiT-XL/2", r) - base for r in ZOO}
     n = 4
     assert extra["attnres"] == (L + 1) * 2 * d  # pseudo-query and key-norm weight per aggregator
-    assert extra["attnres-block-n8"] == (L + 1) * 2 * d
+    assert extra["attnres-block"] == (L + 1) * 2 * d
     assert extra["hc-static-n4"] == L * (n * n + 2 * n)  # (n + 1)^2 less the fixed zero
     assert extra["hc-dynamic-n4"] == L * (n * n + 2 * n + d * (n + 2) + 2 + d)
     assert extra["mhc-n4"] == L * (n * d + n * d * (2 * n + n * n) + 3 + 2 * n + n * n)
@@ -223,6 +264,43 @@ def test_value_residual_mixes_first_layer_values():
         torch.testing.assert_close(model(x, t, y), ref(x, t, y), rtol=0, atol=1e-6)  # lambda = (0, 1): residual SiT
 
 
+def test_value_residual_mixer_by_hand():
+    # block 1 keeps its values V_1; block b > 1 mixes lambda[b-2, 0] V_1 + lambda[b-2, 1] V_b, each block its own pair
+    from dar.routing.value import ValueResidualRouting
+
+    routing = ValueResidualRouting(8, 4)
+    with torch.no_grad():
+        routing.lambdas.copy_(torch.arange(6.0).view(3, 2) + 1)
+    stream = routing.start(torch.zeros(1, 2, 8), torch.zeros(1, 8))
+    v1, v = torch.randn(1, 2, 2, 4), torch.randn(1, 2, 2, 4)
+    assert torch.equal(stream.value_mixer(1)(v1), v1)
+    for block in (2, 3, 4):
+        lam = routing.lambdas[block - 2]
+        torch.testing.assert_close(stream.value_mixer(2 * block - 1)(v), lam[0] * v1 + lam[1] * v)
+
+
+@pytest.mark.parametrize("form", ["rw", "lr"])
+def test_laurel_update_by_hand(form):
+    # RW: x' = alpha_l v + beta_l x; LR: x' = v + x + B_l A_l x, every sublayer with its own parameters
+    from dar.routing.laurel import LaurelRouting
+
+    routing = LaurelRouting(8, 2, form=form, rank=3)
+    randomize(routing, seed=9, std=0.7)
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(2, 3, 8, generator=g)
+    stream, x = routing.start(x0, torch.zeros(2, 8)), x0
+    with torch.no_grad():
+        for l in range(1, 5):
+            torch.testing.assert_close(stream.read(l), x)
+            v = torch.randn(2, 3, 8, generator=g)
+            stream.write(l, v)
+            if form == "rw":
+                x = routing.alpha[l - 1] * v + routing.beta[l - 1] * x
+            else:
+                x = v + x + x @ routing.down[l - 1].T @ routing.up[l - 1].T
+        torch.testing.assert_close(stream.read_final(), x)
+
+
 def test_dwa_observers_see_its_weights():
     model = zoo_model("dwa")
     rec = AlphaRecorder()
@@ -244,9 +322,16 @@ def test_repa_capture_and_bf16(routing):
         out = model(x, t, y)
     assert cap.hidden is not None and cap.hidden.shape == (3, 16, model.hidden_size)
     out.square().mean().backward()
-    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+    states = []
+
+    class Keep(Observer):
+        def on_read(self, l, h, sources, alpha):
+            states.append(h.dtype)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad(), model.routing.observe(Keep()):
         low = model(x, t, y)
     assert torch.isfinite(low).all()
+    assert set(states) == {torch.float32}, states  # the stream stays fp32 under bf16 autocast, as the residual one
     torch.testing.assert_close(low.float(), out.detach(), rtol=0.1, atol=0.1)
 
 
@@ -323,25 +408,29 @@ def test_mhc_update_by_hand():
                 torch.testing.assert_close(stream.x[bi, ti, i], want, rtol=1e-5, atol=1e-6)
 
 
-def test_dwa_average_by_hand():
-    # Y_i = sum_{j in J_i} alpha_{i,j} X_j with X_j the block outputs: run the stream on known sublayer outputs
+@pytest.mark.parametrize("dilation, period", [(2, 1), (1, 2), (2, 2)])
+def test_dwa_average_by_hand(dilation, period):
+    # Y_i = sum_{j in J_i} alpha_{i,j} X_j after blocks i with p | i (else Y_i = X_i), X_j the block outputs
     from dar.routing.denseformer import DWARouting
 
-    routing = DWARouting(4, 3, dilation=2, period=1)
+    routing = DWARouting(4, 4, dilation=dilation, period=period)
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for w in routing.alphas:
             w.copy_(torch.randn(w.shape, generator=g))
     x0 = torch.randn(1, 2, 4, generator=g)
-    vs = [torch.randn(1, 2, 4, generator=g) for _ in range(6)]
+    vs = [torch.randn(1, 2, 4, generator=g) for _ in range(8)]
     stream = routing.start(x0, torch.zeros(1, 4))
     X, h = [x0], x0
-    for i in range(1, 4):  # by hand: block i adds its two sublayer outputs, then the DWA
-        for s in (0, 1):
-            torch.testing.assert_close(stream.read(2 * i - 1 + s), h)
-            stream.write(2 * i - 1 + s, vs[2 * i - 2 + s])
-            h = h + vs[2 * i - 2 + s]
-        X.append(h)
-        js = dwa_sources(i, 2)
-        h = sum(a * X[j] for a, j in zip(routing.alphas[i - 1], js))
-    torch.testing.assert_close(stream.read_final(), h)
+    modules = iter(routing.alphas)
+    with torch.no_grad():
+        for i in range(1, 5):  # by hand: block i adds its two sublayer outputs, then the DWA if p | i
+            for s in (0, 1):
+                torch.testing.assert_close(stream.read(2 * i - 1 + s), h)
+                stream.write(2 * i - 1 + s, vs[2 * i - 2 + s])
+                h = h + vs[2 * i - 2 + s]
+            X.append(h)
+            if i % period == 0:
+                h = sum(a * X[j] for a, j in zip(next(modules), dwa_sources(i, dilation)))
+        torch.testing.assert_close(stream.read_final(), h)
+    assert all(x is None for x in stream.x)  # each block output is let go after the last DWA that reads it

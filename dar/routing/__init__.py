@@ -12,7 +12,7 @@ A routing is named by a string, parsed into a `RoutingSpec`:
 The field's other cross-layer routings (the routing zoo, ../shared/notes/routing-zoo.md):
 
     attnres                      full Attention Residuals (dar/routing/attnres.py)
-    attnres-block-n<N>           Block AttnRes with N blocks
+    attnres-block[-n<N>]         Block AttnRes with N blocks (default: the divisor of the depth nearest 8)
     dwa | dwa-k<k>-p<p>          DenseFormer's depth-weighted average, dilation k, period p
     hc-static-n<n>               Hyper-Connections, expansion rate n (dar/routing/hyper.py)
     hc-dynamic-n<n>              dynamic Hyper-Connections
@@ -52,6 +52,7 @@ __all__ = [
     "Stream",
     "aggregate",
     "build_routing",
+    "check_routing",
     "parse_routing",
 ]
 
@@ -59,7 +60,7 @@ _DAR_NAME = re.compile(r"^dar-(?P<query>[a-z]+)-c(?P<chunk>\d+)(?P<repa>-repa)?$
 # The zoo's names: each pattern's groups are the spec fields it sets.
 _ZOO_NAMES: dict[str, re.Pattern] = {
     "attnres": re.compile(r"^attnres$"),
-    "attnres-block": re.compile(r"^attnres-block-n(?P<n>\d+)$"),
+    "attnres-block": re.compile(r"^attnres-block(?:-n(?P<n>\d+))?$"),
     "dwa": re.compile(r"^dwa(?:-k(?P<dilation>\d+)-p(?P<period>\d+))?$"),
     "hc": re.compile(r"^hc-(?P<variant>static|dynamic)-n(?P<n>\d+)$"),
     "mhc": re.compile(r"^mhc-n(?P<n>\d+)$"),
@@ -84,6 +85,8 @@ class RoutingSpec:
         k = self.kind
         if k == "dar":
             return f"dar-{self.query}-c{self.chunk}" + ("-repa" if self.final == "repa" else "")
+        if k == "attnres-block" and self.n is None:
+            return k
         if k == "attnres-block" or k == "mhc":
             return f"{k}-n{self.n}"
         if k == "dwa":
@@ -110,7 +113,7 @@ class RoutingSpec:
             "residual": "Residual",
             "skip": "U-ViT skip",
             "attnres": "AttnRes",
-            "attnres-block": f"Block AttnRes (N={self.n})",
+            "attnres-block": "Block AttnRes" if self.n is None else f"Block AttnRes (N={self.n})",
             "mhc": f"mHC (n={self.n})",
             "value-residual": "Value residual",
         }[k]
@@ -132,13 +135,13 @@ ROUTINGS: dict[str, RoutingSpec] = {
     ]
 }
 
-# The routing zoo's methods at their default settings, in display order (N = 8 blocks as the AttnRes paper,
+# The routing zoo's methods at their default settings, in display order (N near 8 blocks as the AttnRes paper,
 # n = 4 copies as the HC and mHC papers, rank 16 for LAuReL-LR).
 ZOO: dict[str, RoutingSpec] = {
     s.name: s
     for s in [
         RoutingSpec("attnres"),
-        RoutingSpec("attnres-block", n=8),
+        RoutingSpec("attnres-block"),
         RoutingSpec("dwa"),
         RoutingSpec("hc", variant="static", n=4),
         RoutingSpec("hc", variant="dynamic", n=4),
@@ -184,6 +187,18 @@ def parse_routing(name: str | RoutingSpec) -> RoutingSpec:
             f"({', '.join(ZOO)}). Registered: {sorted(ROUTINGS)}"
         )
     return RoutingSpec("dar", m["query"], int(m["chunk"]), "repa" if m["repa"] else FINALS[0])
+
+
+def check_routing(name: str | RoutingSpec, dim: int, depth: int) -> RoutingSpec:
+    """Parse and check a routing against a model's width and depth (chunk sizes, block counts, ranks): the
+    routing is built on the meta device, so a mistake surfaces when a config is validated, not when a job starts.
+    Raises ValueError naming the problem."""
+    import torch
+
+    spec = parse_routing(name)
+    with torch.device("meta"):
+        build_routing(spec, dim, depth)
+    return spec
 
 
 def build_routing(name: str | RoutingSpec, dim: int, depth: int) -> Routing:

@@ -21,6 +21,7 @@ output is cast back to the sources' dtype.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -65,6 +66,15 @@ def scaled_query(query: Tensor, norm_weight: Tensor, T: int) -> Tensor:
     return u
 
 
+def full_precision(x: Tensor):
+    """A context in which autocast is off for x's device: the routing's own math runs in fp32 under bf16 autocast
+    (a matmul would otherwise be cast down). A no-op where autocast is not on (and on the meta device)."""
+    kind = x.device.type
+    if kind in ("cuda", "cpu") and torch.is_autocast_enabled(kind):
+        return torch.autocast(kind, enabled=False)
+    return contextlib.nullcontext()
+
+
 def rms_normalize(v: Tensor, eps: float = RMS_EPS) -> Tensor:
     """xhat = v / RMS(v) over the last dim, in fp32: the key of Eq. 5 without its weight (folded into the query).
 
@@ -83,6 +93,11 @@ def source_logits(
     _, T, _ = check_sources(sources, query, norm_weight)
     u = scaled_query(query, norm_weight, T)
     xhats = normed if normed is not None else [rms_normalize(v, eps) for v in sources]
+    with full_precision(u):
+        return _logits(xhats, u)
+
+
+def _logits(xhats: Sequence[Tensor], u: Tensor) -> Tensor:
     if u.dim() == 1:  # static: one query for every token, a matrix-vector product over the flattened tokens
         B, T, D = xhats[0].shape
         return torch.stack([(xhat.reshape(B * T, D) @ u).view(B, T) for xhat in xhats])  # [N, B, T]

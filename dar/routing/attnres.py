@@ -17,7 +17,11 @@ w_AttnRes = w_DAR / sqrt(d) (tests/test_zoo.py checks the outputs), and they are
 at init (w = 0). They train differently: Adam moves each w coordinate by about the learning
 rate whatever its scale, so AttnRes's logits move sqrt(d) times faster than DAR's.
 
-Block AttnRes partitions the L sublayers into N blocks of S = L / N. Inside a block the
+Block AttnRes partitions the model's layers into N blocks; a block boundary falls between
+SiT blocks only (the paper's block size counts transformer layers, attention and MLP
+together), so N divides the depth and a block holds S = L / N sublayers. The paper uses
+N = 8 blocks; `attnres-block` without N takes the divisor of the depth nearest 8 (SiT-XL/2,
+28 blocks: N = 7 of 4 SiT blocks; SiT-T/2, 8 blocks: N = 8). Inside a block the
 outputs are summed (a plain residual within the block, b_n^j = v_{(n-1)S+1} + .. + v_{(n-1)S+j});
 each sublayer attends over the completed block representations b_0 = v_0, b_1, .., b_{n-1}
 and the current partial sum b_n^j (absent for the first sublayer of a block); the head
@@ -89,6 +93,7 @@ class BlockAttnResStream(Stream):
         return self._aggregate(self.routing.aggregators[l - 1])
 
     def _write(self, l, v):
+        v = v.float()  # block sums in fp32 under bf16 autocast, as the residual stream
         self.partial = v if self.partial is None else self.partial + v
         self.partial_id = l
         if l % self.routing.block_size == 0:  # block complete: its sum becomes a source of every later layer
@@ -100,16 +105,26 @@ class BlockAttnResStream(Stream):
         return self._aggregate(self.routing.final_aggregator)
 
 
-class BlockAttnResRouting(Routing):
-    """Block AttnRes with N blocks of S = L / N sublayers (the paper uses N = 8)."""
+PAPER_BLOCKS = 8  # the AttnRes paper's N
 
-    def __init__(self, dim: int, depth: int, blocks: int = 8) -> None:
+
+def default_blocks(depth: int) -> int:
+    """The divisor of the depth nearest the paper's N = 8 (the larger on a tie)."""
+    return min((n for n in range(1, depth + 1) if depth % n == 0), key=lambda n: (abs(n - PAPER_BLOCKS), -n))
+
+
+class BlockAttnResRouting(Routing):
+    """Block AttnRes with N blocks of depth / N SiT blocks each (S = L / N sublayers); N = None: default_blocks."""
+
+    def __init__(self, dim: int, depth: int, blocks: int | None = None) -> None:
         super().__init__(dim, depth)
         L = self.num_sublayers
-        if blocks < 1 or L % blocks:
-            valid = [n for n in range(1, L + 1) if L % n == 0]
+        blocks = default_blocks(depth) if blocks is None else blocks
+        if blocks < 1 or depth % blocks:
+            valid = [n for n in range(1, depth + 1) if depth % n == 0]
             raise ValueError(
-                f"Block AttnRes: N={blocks} blocks do not divide the L={L} sublayers (depth {depth}); valid N: {valid}"
+                f"Block AttnRes: N={blocks} blocks do not divide the depth {depth} (block boundaries fall between SiT "
+                f"blocks); valid N: {valid}"
             )
         self.num_blocks = blocks
         self.block_size = L // blocks

@@ -15,7 +15,9 @@ d (d + 3) / 2 scalars.
 
 A "block" here is one SiT block (attention + MLP sublayers). Observers see each DWA's
 weights on the read that follows it, with block output X_j labelled by the index 2j of
-the sublayer that completes it (X_0 = v_0 is 0).
+the sublayer that completes it (X_0 = v_0 is 0); the weights are live (not detached),
+signed and unnormalised, unlike DAR's softmax weights. A block output no later DWA reads
+is not kept.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def dwa_sources(i: int, dilation: int) -> tuple[int, ...]:
 class DWAStream(Stream):
     def __init__(self, routing: DWARouting, x0: Tensor) -> None:
         super().__init__(routing)
-        self.x: list[Tensor] = [x0]  # X_0 .. X_i
+        self.x: list[Tensor | None] = [x0 if routing.last_read.get(0) else None]  # X_0 .. X_i (None: read by no DWA)
         self.h = x0  # the residual state inside the current block
         self.mixed: tuple[tuple[int, ...], Tensor] | None = None  # (sources, alpha) of the DWA just applied
 
@@ -43,7 +45,7 @@ class DWAStream(Stream):
             return self.h, None, None
         sources, w = self.mixed
         B, T, _ = self.h.shape
-        return self.h, sources, w.detach()[:, None, None].expand(len(sources), B, T)
+        return self.h, sources, w[:, None, None].expand(len(sources), B, T)
 
     def _read(self, l):
         out = self._observed()
@@ -55,8 +57,8 @@ class DWAStream(Stream):
         if l % 2:
             return
         i = l // 2  # block i complete: X_i
-        self.x.append(self.h)
         r = self.routing
+        self.x.append(self.h if r.last_read.get(i) else None)
         if i % r.period == 0:
             js = dwa_sources(i, r.dilation)
             w = r.alphas[r.module_index[i]]
@@ -65,6 +67,9 @@ class DWAStream(Stream):
                 y = y + a * self.x[j]
             self.h = y  # Y_i
             self.mixed = (tuple(2 * j for j in js), w)
+            for j in js:
+                if r.last_read[j] == i:
+                    self.x[j] = None  # no later DWA reads X_j
 
     def _read_final(self):
         return self._observed()
@@ -81,6 +86,7 @@ class DWARouting(Routing):
         self.period = period
         blocks = [i for i in range(1, depth + 1) if i % period == 0]
         self.module_index = {i: n for n, i in enumerate(blocks)}  # block i -> its DWA module
+        self.last_read = {j: i for i in blocks for j in dwa_sources(i, dilation)}  # X_j -> the last DWA reading it
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(len(dwa_sources(i, dilation)))) for i in blocks)
         self.reset_parameters()
 

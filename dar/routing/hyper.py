@@ -14,9 +14,11 @@ into every copy (width- and depth-connections):
 Static HC learns A_m, A_r, B directly. Its init makes the model the Pre-Norm residual
 model: A_m = e_{(l-1) mod n} (layer l reads copy (l-1) mod n), A_r = I, B = 1. The stream
 starts as n copies of the embedding and every copy receives every v_l, so all copies equal
-the residual stream and the head reads their sum n h (SiT's final LayerNorm, without
-affine, is scale-invariant up to its eps: the residual model's output within float
-tolerance, tests/test_zoo.py).
+the residual stream. The paper feeds the head the sum of the copies; this harness feeds it
+their mean, the same head output (SiT's final LayerNorm, without affine, is scale-invariant
+up to its eps) on the residual stream's scale, so diagnostics and REPA at the last block see
+a state comparable with the other routings'. The stream is kept in fp32 under bf16
+autocast, as the residual stream is (sublayer outputs are cast up when written).
 
 Dynamic HC adds input-dependent terms, per token, from the normalised stream
 H_bar = RMSNorm(H) (this harness uses RMSNorm with a learnable weight for the paper's norm):
@@ -35,6 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dar.routing.aggregate import full_precision
 from dar.routing.base import Routing, Stream
 
 HC_SCALE_INIT = 0.01  # s_a, s_b at init (dynamic HC)
@@ -92,31 +95,33 @@ class HyperConnection(nn.Module):
 class HyperStream(Stream):
     def __init__(self, routing: HyperRouting, x0: Tensor) -> None:
         super().__init__(routing)
-        self.H = x0.unsqueeze(2).expand(-1, -1, routing.n, -1)  # n copies of v_0: [B, T, n, D]
+        self.H = x0.float().unsqueeze(2).expand(-1, -1, routing.n, -1)  # n copies of v_0: [B, T, n, D], fp32
         self.pending: tuple[Tensor, Tensor] | None = None  # (A_r, B) of the sublayer being run
 
     def _read(self, l):
-        a_m, a_r, b = self.routing.connections[l - 1].maps(self.H)
-        self.pending = (a_r, b)
-        if a_m.dim() == 1:
-            h = torch.einsum("btnd,n->btd", self.H, a_m.to(self.H.dtype))
-        else:
-            h = torch.einsum("btnd,btn->btd", self.H, a_m.to(self.H.dtype))
+        with full_precision(self.H):
+            a_m, a_r, b = (m.float() for m in self.routing.connections[l - 1].maps(self.H))
+            self.pending = (a_r, b)
+            if a_m.dim() == 1:
+                h = torch.einsum("btnd,n->btd", self.H, a_m)
+            else:
+                h = torch.einsum("btnd,btn->btd", self.H, a_m)
         return h, None, None
 
     def _write(self, l, v):
         a_r, b = self.pending
-        a_r, b = a_r.to(v.dtype), b.to(v.dtype)
-        if a_r.dim() == 2:  # H'_i = sum_j A_r[j, i] H_j + B_i v
-            mixed = torch.einsum("btjd,ji->btid", self.H, a_r)
-            self.H = mixed + b[:, None] * v.unsqueeze(2)
-        else:
-            mixed = torch.einsum("btjd,btji->btid", self.H, a_r)
-            self.H = mixed + b.unsqueeze(-1) * v.unsqueeze(2)
+        v = v.float()
+        with full_precision(v):
+            if a_r.dim() == 2:  # H'_i = sum_j A_r[j, i] H_j + B_i v
+                mixed = torch.einsum("btjd,ji->btid", self.H, a_r)
+                self.H = mixed + b[:, None] * v.unsqueeze(2)
+            else:
+                mixed = torch.einsum("btjd,btji->btid", self.H, a_r)
+                self.H = mixed + b.unsqueeze(-1) * v.unsqueeze(2)
         self.pending = None
 
     def _read_final(self):
-        return self.H.sum(dim=2), None, None  # the copies summed for the head
+        return self.H.mean(dim=2), None, None  # the copies' mean for the head (see the module docstring)
 
 
 class HyperRouting(Routing):

@@ -12,8 +12,10 @@ the SiT block; f = the gated sublayer output v_l):
 
 For LR, A is initialised as a Gaussian with std 1 / sqrt(d) and B = 0, so both forms are the
 residual model exactly at init and gradients reach A through B from the first update.
-Parameters per sublayer: RW 2, LR 2 r d. (The paper's PA form, which adds earlier
-activations, is not built here.)
+Parameters per sublayer: RW 2, LR 2 r d. alpha and beta are used as they are (not
+normalised), and A's init is this harness's choice: whether the paper normalises the RW
+weights or initialises A otherwise was not confirmed from its text. (The paper's PA form,
+which adds earlier activations, is not built here.)
 """
 
 from __future__ import annotations

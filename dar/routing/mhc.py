@@ -21,8 +21,8 @@ receives v_l, as HC's B = 1); b_pre makes H_pre = (1 - eps) at copy (l-1) mod n 
 eps / (n - 1) elsewhere (the copies read sum to one, eps = 0.01); b_res = 0 on the diagonal
 and -4 elsewhere (Sinkhorn of it is close to the identity, soft enough for gradients to
 flow). The stream starts as n copies of v_0; H_res is row-stochastic, so the copies stay
-equal and the model starts as the residual model (its head reads the sum of the copies,
-as in HC). The maps are computed in fp32.
+equal and the model starts as the residual model (its head reads the mean of the copies,
+as this harness's HC does). The maps and the stream are kept in fp32 under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dar.routing.aggregate import full_precision
 from dar.routing.base import Routing, Stream
 
 SINKHORN_ITERS = 20  # t_max of the paper's Sinkhorn-Knopp projection
@@ -95,22 +96,25 @@ class ManifoldConnection(nn.Module):
 class ManifoldStream(Stream):
     def __init__(self, routing: ManifoldRouting, x0: Tensor) -> None:
         super().__init__(routing)
-        self.x = x0.unsqueeze(2).expand(-1, -1, routing.n, -1)  # [B, T, n, D]
+        self.x = x0.float().unsqueeze(2).expand(-1, -1, routing.n, -1)  # [B, T, n, D], fp32
         self.pending: tuple[Tensor, Tensor] | None = None
 
     def _read(self, l):
-        pre, post, res = self.routing.connections[l - 1].maps(self.x)
-        self.pending = (post, res)
-        return torch.einsum("btnd,btn->btd", self.x, pre.to(self.x.dtype)), None, None
+        with full_precision(self.x):
+            pre, post, res = self.routing.connections[l - 1].maps(self.x)
+            self.pending = (post, res)
+            return torch.einsum("btnd,btn->btd", self.x, pre), None, None
 
     def _write(self, l, v):
         post, res = self.pending
-        mixed = torch.einsum("btij,btjd->btid", res.to(v.dtype), self.x)  # (H_res x_l)_i = sum_j H_res[i, j] x_j
-        self.x = mixed + post.to(v.dtype).unsqueeze(-1) * v.unsqueeze(2)
+        v = v.float()
+        with full_precision(v):
+            mixed = torch.einsum("btij,btjd->btid", res, self.x)  # (H_res x_l)_i = sum_j H_res[i, j] x_j
+            self.x = mixed + post.unsqueeze(-1) * v.unsqueeze(2)
         self.pending = None
 
     def _read_final(self):
-        return self.x.sum(dim=2), None, None
+        return self.x.mean(dim=2), None, None
 
 
 class ManifoldRouting(Routing):

@@ -95,24 +95,22 @@ class TrainConfig:
 
     def validate(self) -> None:
         from dar.models import MODELS, SIZES
-        from dar.routing import parse_routing
-        from dar.routing.chunks import check_chunk_size
+        from dar.routing import check_routing
 
         check_values(self)
         if self.model not in MODELS:
             raise ConfigError(f"model: unknown {self.model!r}; registered: {', '.join(MODELS)}")
-        depth = SIZES[MODELS[self.model][0]].depth
+        size = SIZES[MODELS[self.model][0]]
+        depth = size.depth
         try:
-            spec = parse_routing(self.routing)
-            if spec.kind == "dar":
-                check_chunk_size(spec.chunk, 2 * depth)
+            check_routing(self.routing, size.hidden_size, depth)
         except ValueError as e:
             raise ConfigError(f"routing: {e} (model {self.model})") from None
         if self.width_match is not None:
             if self.routing != "residual":
                 raise ConfigError(f"width_match: a width-matched control is a residual model; routing is {self.routing!r}")
             try:
-                parse_routing(self.width_match)
+                check_routing(self.width_match, size.hidden_size, depth)
             except ValueError as e:
                 raise ConfigError(f"width_match: {e}") from None
         bad = [m for m in self.milestones if not 1 <= m <= self.iterations]
