@@ -171,6 +171,8 @@ def read_bench(path: str | Path) -> dict[tuple[str, str], Throughput]:
     device = (data.get("environment") or {}).get("device", "unknown device")
     out = {}
     for r in rows:
+        if r.get("width_match"):
+            continue  # a width-matched control's row: the (model, routing) key is the unwidened model's
         out[(r["model"], r["routing"])] = Throughput(
             float(r["images_per_s"]), f"measured: {path.name}, batch {r['batch']} on {device}"
         )

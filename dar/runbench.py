@@ -79,26 +79,31 @@ def step_times(plan: Plan, steps: int, warmup: int, threads: int) -> list[dict]:
 
     torch.set_num_threads(threads)
     size, channels, classes = data_shape(plan)
+    from dar.models.matched import matched_width
+
     seen, rows = set(), []
-    pairs = sorted(
-        {(r.model, r.routing, r.config.global_batch) for r in plan.runs.values()}, key=lambda p: (p[0], p[1] != "residual", p[1])
-    )
-    for model, routing, batch in pairs:
-        if (model, routing) in seen:
+    runs = {(r.model, r.routing, r.config.width_match or "", r.config.global_batch) for r in plan.runs.values()}
+    for model, routing, match, batch in sorted(runs, key=lambda p: (p[0], p[1] != "residual" or bool(p[2]), p[1], p[2])):
+        if (model, routing, match) in seen:
             continue
-        seen.add((model, routing))
-        row = bench_one(model, routing, batch, steps, warmup, "fp32", torch.device("cpu"), size, channels, classes, "torch")
+        seen.add((model, routing, match))
+        width = matched_width(model, match, input_size=size, in_channels=channels, num_classes=classes) if match else None
+        cpu = torch.device("cpu")
+        row = bench_one(model, routing, batch, steps, warmup, "fp32", cpu, size, channels, classes, "torch", hidden_size=width)
+        if match:
+            row.update(width_match=match, hidden_size=width)
         rows.append(row)
     return rows
 
 
 def print_relative(rows: list[dict], key: str, scale: float, unit: str, title: str) -> None:
     """One line per (model, routing): rows[key] x scale in `unit`, and its ratio to the same model's residual."""
-    base = {r["model"]: r[key] for r in rows if r["routing"] == "residual"}
+    base = {r["model"]: r[key] for r in rows if r["routing"] == "residual" and not r.get("width_match")}
     print(f"\n{title}, vs the model's residual:")
     for r in rows:
         rel = f"{r[key] / base[r['model']]:5.2f}x residual" if r["model"] in base else ""
-        print(f"  {r['model']:<12} {r['routing']:<22} batch {r['batch']:<4} {r[key] * scale:7.1f} {unit}  {rel}")
+        name = r["routing"] + (f" w{r['hidden_size']}" if r.get("width_match") else "")  # w68: a width-matched control
+        print(f"  {r['model']:<12} {name:<22} batch {r['batch']:<4} {r[key] * scale:7.1f} {unit}  {rel}")
 
 
 def print_steps(rows: list[dict], threads: int) -> None:

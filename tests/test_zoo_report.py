@@ -73,12 +73,14 @@ def test_step_times_come_from_run_bench_relative_to_the_baseline(plan):
     steps = [
         {"model": "SiT-T/2", "routing": "residual", "sec_per_step": 0.02},
         {"model": "SiT-T/2", "routing": "mhc-n4", "sec_per_step": 0.05},
+        {"model": "SiT-T/2", "routing": "residual", "width_match": "mhc-n4", "hidden_size": 68, "sec_per_step": 0.03},
     ]
     plan.run_bench.parent.mkdir(parents=True, exist_ok=True)
     plan.run_bench.write_text(json.dumps({"steps": steps}))
     rows = {m.run: m for m in zoo.methods(plan)}
     assert rows["mhc"].step_ratio == pytest.approx(2.5) and rows["mhc"].step_source == "run-bench"
     assert rows["sit"].step_ratio == 1.0 and rows["dwa"].step_ratio is None  # not measured: no ratio
+    assert rows["mhc-match"].step_ratio == pytest.approx(1.5)  # the control's own row, not the residual's
 
 
 def test_the_report_renders_the_zoo_section(plan, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dar.io import atomic_path
+from dar.plotting import line_style, log_scale
 
 COLORS = {"baseline": "tab:blue", "dar": "tab:orange", "probe": "tab:green"}
 
@@ -85,7 +86,7 @@ def plot_fig2(result: dict, out: str | Path) -> Path:
         ax.grid(alpha=0.3)
         values = [v for line in ax.get_lines() for v in line.get_ydata()]
         if j < 2 and min(values) > 0 and max(values) / min(values) > 30:  # log scale over 1.5 decades or more
-            ax.set_yscale("log")
+            log_scale(ax)
         else:
             ax.ticklabel_format(axis="y", useOffset=False)
     # rows 2..: each model's statistics over the t grid, one colour scale per statistic
@@ -253,7 +254,7 @@ def plot_zoo_flow(result: dict, out: str | Path) -> Path:
     for i, m in enumerate(result["ours"]["methods"]):
         K = len(m["rms"])
         blocks = np.arange(1, K + 1)
-        kw = dict(marker="o", ms=2.5, lw=1.1, ls="--" if i == 0 else "-", label=m["label"])
+        kw = dict(**line_style(i), ms=3, lw=1.1, ls="--" if i == 0 else "-", label=m["label"])
         axes[0].plot(blocks, m["rms"], **kw)
         axes[1].plot(blocks, m["grad_rms"], **kw)
         axes[2].plot(blocks[:-1], m["cos"], **kw)
@@ -263,7 +264,7 @@ def plot_zoo_flow(result: dict, out: str | Path) -> Path:
         ax.grid(alpha=0.3)
         values = [v for line in ax.get_lines() for v in line.get_ydata()]
         if j < 2 and values and min(values) > 0 and max(values) / min(values) > 30:
-            ax.set_yscale("log")
+            log_scale(ax)
     axes[2].legend(fontsize=6.5, ncol=1, loc="best")
     return _finish(fig, result, out)
 

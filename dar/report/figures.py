@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from dar.io import read_jsonl
 from dar.plan import Plan
-from dar.plotting import plain_text
+from dar.plotting import log_scale, plain_text
 
 
 def to_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -88,7 +88,7 @@ def loss_curves(plan: Plan) -> bytes | None:
     ax.set_xlabel("training iteration")
     ax.set_ylabel("training loss")
     if lo > 0 and hi / lo > 20:  # long runs: the early loss would flatten the rest
-        ax.set_yscale("log")
+        log_scale(ax)
     ax.set_title("Training loss per run (logged every log_every steps)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, ncol=2)
@@ -122,7 +122,7 @@ def kernel_bench(bench: dict) -> bytes | None:
                 ax.annotate(f"paper {method}", (paper.get("N", 57), ms), fontsize=7, xytext=(4, 2), textcoords="offset points")
         ax.set_xlabel("sources N")
         ax.set_ylabel("latency (ms, median)")
-        ax.set_yscale("log")
+        log_scale(ax)
         ax.set_title({"fwd": "forward", "bwd": "backward"}[pass_], fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)

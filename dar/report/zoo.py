@@ -31,7 +31,7 @@ from dar import stats
 from dar.claims import FAMILY_ERROR, read_cells
 from dar.jobcost import read_records
 from dar.plan import Plan
-from dar.plotting import plain_text
+from dar.plotting import line_style, plain_text
 from dar.report import figures
 
 TABLE = "zoo"
@@ -76,7 +76,7 @@ def _bench_steps(plan: Plan) -> dict[tuple[str, str], float]:
         rows = json.loads(plan.run_bench.read_text()).get("steps") or []
     except (OSError, ValueError):
         return {}
-    return {(r["model"], r["routing"]): float(r["sec_per_step"]) for r in rows if "sec_per_step" in r}
+    return {(r["model"], r["routing"], r.get("width_match")): float(r["sec_per_step"]) for r in rows if "sec_per_step" in r}
 
 
 def _train_seconds(plan: Plan) -> dict[str, float]:
@@ -110,8 +110,8 @@ def methods(plan: Plan) -> list[Method]:
         row = routing_row(rd.model, rd.routing, {**arch, **({"hidden_size": width} if width else {})}, None)
         m.params = row["params"]
         m.flops = row["flops"]
-        if not match and (rd.model, rd.routing) in bench:
-            m.step_s, m.step_source = bench[(rd.model, rd.routing)], "run-bench"
+        if (rd.model, rd.routing, match) in bench:
+            m.step_s, m.step_source = bench[(rd.model, rd.routing, match)], "run-bench"
         elif run in trained:
             m.step_s, m.step_source = trained[run], "train jobs"
         for c in plan.cells:
@@ -157,7 +157,7 @@ def _curves(plan: Plan, rows: list[Method], x_of) -> Figure | None:
     fig = Figure(figsize=(6.8, 4.0))
     ax = fig.add_subplot()
     drawn = 0
-    for m in rows:
+    for i, m in enumerate(rows):
         pts = sorted(m.fid.items())
         xs = [x_of(m, it) for it, _ in pts]
         if not pts or any(x is None for x in xs):
@@ -165,7 +165,7 @@ def _curves(plan: Plan, rows: list[Method], x_of) -> Figure | None:
         ys = [v[0] for _, v in pts]
         err = [v[1] if v[1] is not None else 0.0 for _, v in pts]
         style = "--" if m is rows[0] else "-"
-        ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, ls=style, lw=1.2, label=m.label)
+        ax.errorbar(xs, ys, yerr=err, **line_style(i), ms=3.5, capsize=2, ls=style, lw=1.2, label=m.label)
         drawn += 1
     if not drawn:
         return None

@@ -37,11 +37,15 @@ def bench_one(
     in_channels: int,
     num_classes: int,
     backend: str,
+    hidden_size: int | None = None,
 ) -> dict:
+    """hidden_size: another width of the model (a width-matched control)."""
     torch.manual_seed(0)
+    width = {} if hidden_size is None else {"hidden_size": hidden_size}
     model = build_model(
-        model_name, routing, input_size=input_size, in_channels=in_channels, num_classes=num_classes, routing_backend=backend
-    ).to(device)
+        model_name, routing, input_size=input_size, in_channels=in_channels, num_classes=num_classes, routing_backend=backend,
+        **width,
+    ).to(device)  # fmt: skip
     ema = copy.deepcopy(model).requires_grad_(False).float()
     opt = make_optimizer(model.parameters(), lr=1e-4, weight_decay=0, betas=(0.9, 0.999))
     ema_params, model_params = list(ema.parameters()), list(model.parameters())

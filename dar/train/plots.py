@@ -9,7 +9,7 @@ from dar.io import atomic_path
 
 def plot_loss(metrics: str | Path, out: str | Path, title: str = "") -> Path:
     from dar.io import read_jsonl
-    from dar.plotting import pyplot
+    from dar.plotting import log_scale, pyplot
 
     plt = pyplot()
     rows = [r for r in read_jsonl(Path(metrics)) if "step" in r and "loss" in r]
@@ -17,7 +17,7 @@ def plot_loss(metrics: str | Path, out: str | Path, title: str = "") -> Path:
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2)
     ax.set_xlabel("iteration")
     ax.set_ylabel("velocity MSE")
-    ax.set_yscale("log")
+    log_scale(ax)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
