@@ -434,3 +434,23 @@ def test_dwa_average_by_hand(dilation, period):
                 h = sum(a * X[j] for a, j in zip(next(modules), dwa_sources(i, dilation)))
         torch.testing.assert_close(stream.read_final(), h)
     assert all(x is None for x in stream.x)  # each block output is let go after the last DWA that reads it
+
+
+@pytest.mark.parametrize("routing", ["hc-static-n4", "hc-dynamic-n4", "mhc-n4"])
+def test_multi_stream_routings_show_observers_their_mixing_maps(routing):
+    from dar.routing import MixRecorder
+
+    model = zoo_model(routing)
+    x, t, y = tiny_batch(model)
+    with torch.no_grad(), model.routing.observe(MixRecorder()) as rec:
+        model(x, t, y)
+    assert sorted(rec.maps) == list(range(1, 2 * DEPTH + 1))
+    if routing.startswith("hc"):
+        a_m, a_r = rec.maps[3]["A_m"], rec.maps[3]["A_r"]
+        want = torch.tensor([0.0, 0.0, 1.0, 0.0])  # sublayer 3 reads copy 2 at init
+        torch.testing.assert_close(a_m if a_m.dim() == 1 else a_m[0], want, rtol=0, atol=0 if a_m.dim() == 1 else 1e-6)
+        assert a_r.shape[-2:] == (4, 4)
+    else:
+        res = rec.maps[5]["H_res"]  # [B, 4, 4], token-averaged: doubly stochastic stays doubly stochastic
+        torch.testing.assert_close(res.sum(-1), torch.ones(3, 4), rtol=0, atol=1e-5)
+        assert rec.maps[5]["H_pre"].shape == (3, 4)

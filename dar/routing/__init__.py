@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from dar.routing.adaptive import FINALS, QUERIES, DARRouting
 from dar.routing.aggregate import aggregate
 from dar.routing.attnres import AttnResRouting, BlockAttnResRouting
-from dar.routing.base import AlphaRecorder, Observer, Routing, Stream
+from dar.routing.base import AlphaRecorder, MixRecorder, Observer, Routing, Stream
 from dar.routing.denseformer import DWARouting
 from dar.routing.hyper import HyperRouting
 from dar.routing.laurel import LaurelRouting
@@ -46,6 +46,7 @@ __all__ = [
     "ROUTINGS",
     "ZOO",
     "AlphaRecorder",
+    "MixRecorder",
     "Observer",
     "Routing",
     "RoutingSpec",

@@ -41,6 +41,22 @@ class Observer:
     def on_final(self, h: Tensor, sources: tuple[int, ...] | None, alpha: Tensor | None) -> None:
         pass
 
+    def on_mix(self, l: int, maps: dict[str, Tensor]) -> None:
+        """The mixing maps of a multi-stream routing at sublayer l (Hyper-Connections, mHC), by name, each
+        [..., n] or [..., n, n] with per-token maps [B, T, ...]; they mix the n copies of the stream, not sources."""
+
+
+class MixRecorder(Observer):
+    """Keeps the token-averaged mixing maps of Hyper-Connections / mHC: `maps[l][name]`, [B, ...] (static maps [...])."""
+
+    def __init__(self) -> None:
+        self.maps: dict[int, dict[str, Tensor]] = {}
+
+    def on_mix(self, l, maps):
+        self.maps[l] = {
+            k: (v.detach().float().mean(dim=1) if v.dim() >= 3 else v.detach().float()).cpu() for k, v in maps.items()
+        }
+
 
 class AlphaRecorder(Observer):
     """Keeps the token-averaged routing weights of every DAR aggregator.

@@ -102,6 +102,8 @@ class HyperStream(Stream):
         with full_precision(self.H):
             a_m, a_r, b = (m.float() for m in self.routing.connections[l - 1].maps(self.H))
             self.pending = (a_r, b)
+            for obs in self.observers:
+                obs.on_mix(l, {"A_m": a_m, "A_r": a_r, "B": b})
             if a_m.dim() == 1:
                 h = torch.einsum("btnd,n->btd", self.H, a_m)
             else:

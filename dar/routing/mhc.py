@@ -103,6 +103,8 @@ class ManifoldStream(Stream):
         with full_precision(self.x):
             pre, post, res = self.routing.connections[l - 1].maps(self.x)
             self.pending = (post, res)
+            for obs in self.observers:
+                obs.on_mix(l, {"H_pre": pre, "H_post": post, "H_res": res})
             return torch.einsum("btnd,btn->btd", self.x, pre), None, None
 
     def _write(self, l, v):
