@@ -51,9 +51,7 @@ SCALES = {
 
 
 def count_params(model_name: str, routing: str, input_size: int = 32, in_channels: int = 4, num_classes: int = 1000) -> int:
-    with torch.device("meta"):
-        model = build_model(model_name, routing, input_size=input_size, in_channels=in_channels, num_classes=num_classes)
-    return sum(p.numel() for p in model.parameters())
+    return count(model_name, routing, input_size=input_size, in_channels=in_channels, num_classes=num_classes)
 
 
 def routing_row(model_name: str, routing: str, arch: dict, base: dict | None) -> dict:

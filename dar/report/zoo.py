@@ -152,7 +152,8 @@ def _judge(plan: Plan, cells: dict, out: list[Method]) -> None:
 
 
 # --------------------------------------------------------------------- figures
-def _curves(plan: Plan, rows: list[Method], x_of) -> Figure | None:
+def _curves(plan: Plan, rows: list[Method], x_of, xlabel: str, title: str) -> bytes | None:
+    """FID (mean over seeds, t-interval) against x_of(method, iteration), one line per method; None: nothing to draw."""
     plain_text()
     fig = Figure(figsize=(6.8, 4.0))
     ax = fig.add_subplot()
@@ -172,27 +173,24 @@ def _curves(plan: Plan, rows: list[Method], x_of) -> Figure | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_ylabel(f"FID ({figures.metric_space(plan)})")
-    return fig
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    return figures.to_png(fig)
 
 
 def fid_over_iterations(plan: Plan, rows: list[Method]) -> bytes | None:
-    fig = _curves(plan, rows, lambda m, it: it)
-    if fig is None:
-        return None
-    ax = fig.axes[0]
-    ax.set_xlabel("training iteration (every method: the same iterations and batch)")
-    ax.set_title("Routing zoo: FID over training, ODE w/o guidance (mean over seeds, 95% t-interval)", fontsize=9)
-    return figures.to_png(fig)
+    return _curves(
+        plan, rows, lambda m, it: it, "training iteration (every method: the same iterations and batch)",
+        "Routing zoo: FID over training, ODE w/o guidance (mean over seeds, 95% t-interval)",
+    )  # fmt: skip
 
 
 def fid_over_compute(plan: Plan, rows: list[Method]) -> bytes | None:
-    fig = _curves(plan, rows, lambda m, it: None if m.step_s is None else it * m.step_s / 60)
-    if fig is None:
-        return None
-    ax = fig.axes[0]
-    ax.set_xlabel("measured training compute on this machine (minutes: iteration x seconds per step)")
-    ax.set_title("Routing zoo: FID against measured compute", fontsize=9)
-    return figures.to_png(fig)
+    return _curves(
+        plan, rows, lambda m, it: None if m.step_s is None else it * m.step_s / 60,
+        "measured training compute on this machine (minutes: iteration x seconds per step)",
+        "Routing zoo: FID against measured compute",
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------- page
